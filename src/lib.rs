@@ -1,0 +1,17 @@
+//! switchyard: a Kafka wire-protocol proxy that moves live applications from
+//! one Kafka cluster to another without downtime or lost records.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod protocol;
+pub mod proxy;
+pub mod rewrite;
+pub mod state;
+
+#[cfg(feature = "demo")]
+pub mod demo;
+
+pub use config::Config;
+pub use proxy::Proxy;

@@ -1,0 +1,84 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard::{Config, Proxy};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "Kafka wire-protocol proxy for zero-downtime cluster migration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    Check {
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+    },
+    /// Two in-process clusters, live traffic through switchyard, and an
+    /// integrity report.
+    #[cfg(feature = "demo")]
+    Demo {
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => {
+            Config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Run { config } => {
+            init_logging();
+            let config = Config::load(&config)?;
+            let grace = Duration::from_millis(config.shutdown.grace_ms);
+            let proxy = Proxy::start(config).await.context("cannot start")?;
+            wait_for_signal().await?;
+            proxy.shutdown(grace).await;
+            Ok(())
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo { records } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+            let report = switchyard::demo::run(records).await?;
+            switchyard::demo::print_report(&report);
+            if !report.integrity.is_clean() || report.real_brokers_leaked > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("signal received");
+    Ok(())
+}

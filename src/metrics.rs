@@ -1,0 +1,102 @@
+//! Every metric name and label in one place.
+//!
+//! Per-API handles are created once, so the per-request cost is an atomic
+//! add, not a registry lookup.
+
+use std::sync::OnceLock;
+
+use kafka_protocol::messages::ApiKey;
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::ClusterName;
+use crate::protocol::versions::api_name;
+
+pub const CONNECTIONS_TOTAL: &str = "switchyard_client_connections_total";
+pub const CONNECTIONS_ACTIVE: &str = "switchyard_client_connections_active";
+pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
+pub const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
+pub const BYTES_IN: &str = "switchyard_client_bytes_in_total";
+pub const BYTES_OUT: &str = "switchyard_client_bytes_out_total";
+pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
+pub const CLIENT_ERRORS: &str = "switchyard_client_errors_total";
+pub const VIRTUAL_BROKERS: &str = "switchyard_virtual_brokers";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls reuse it).
+pub fn prometheus() -> &'static PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), LATENCY_BUCKETS)
+            .expect("latency buckets are not empty");
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is already global (an embedding program set
+            // one up): render from a private one rather than fail.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+pub struct ApiMetrics {
+    pub requests: Counter,
+    pub latency: Histogram,
+}
+
+pub struct Metrics {
+    per_api: Vec<Option<ApiMetrics>>,
+    pub connections_total: Counter,
+    pub connections_active: Gauge,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub virtual_brokers: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        prometheus();
+        let mut per_api: Vec<Option<ApiMetrics>> = (0..=i16::MAX as usize)
+            .take(100)
+            .map(|_| None)
+            .collect();
+        for api in ApiKey::iter() {
+            let name = api_name(api);
+            per_api[api as usize] = Some(ApiMetrics {
+                requests: counter!(REQUESTS_TOTAL, "api" => name),
+                latency: histogram!(REQUEST_DURATION, "api" => name),
+            });
+        }
+        Metrics {
+            per_api,
+            connections_total: counter!(CONNECTIONS_TOTAL),
+            connections_active: gauge!(CONNECTIONS_ACTIVE),
+            bytes_in: counter!(BYTES_IN),
+            bytes_out: counter!(BYTES_OUT),
+            virtual_brokers: gauge!(VIRTUAL_BROKERS),
+        }
+    }
+
+    pub fn api(&self, api: ApiKey) -> Option<&ApiMetrics> {
+        self.per_api.get(api as usize).and_then(Option::as_ref)
+    }
+
+    pub fn upstream_error(&self, cluster: ClusterName, reason: &'static str) {
+        counter!(UPSTREAM_ERRORS, "cluster" => cluster.as_str(), "reason" => reason).increment(1);
+    }
+
+    pub fn client_error(&self, reason: &'static str) {
+        counter!(CLIENT_ERRORS, "reason" => reason).increment(1);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

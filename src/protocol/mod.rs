@@ -1,0 +1,5 @@
+//! Bytes on the wire: framing, header peek, the version table.
+
+pub mod frame;
+pub mod header;
+pub mod versions;

@@ -1,0 +1,447 @@
+//! One client connection: requests go upstream as the bytes that came in,
+//! responses come back in request order, rewritten where they name brokers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, StreamExt};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, DescribeClusterRequest, FindCoordinatorRequest, MetadataRequest,
+    ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+use super::{upstream, Shared, Target};
+use crate::config::ClusterName;
+use crate::error::SessionError;
+use crate::protocol::frame::{Frame, FrameCodec, FrameError, LENGTH_PREFIX};
+use crate::protocol::header::{self, RequestHeaderPeek};
+use crate::protocol::versions::{api_name, is_supported, proxy_versions};
+use crate::rewrite::{self, api_versions, ResponseRewrite};
+
+/// Responses can be as large as a client's fetch asks for; the cap only
+/// guards against a corrupt length.
+const MAX_RESPONSE_FRAME: usize = i32::MAX as usize;
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// What the response side must do for one request, in request order.
+enum Pending {
+    /// Read the next upstream response, check it answers this request,
+    /// rewrite it if needed and pass it back.
+    Upstream {
+        header: RequestHeaderPeek,
+        rewrite: Option<ResponseRewrite>,
+        sent_at: Instant,
+        /// Time the broker may legitimately hold the request (fetch long
+        /// poll, rebalance), on top of the request timeout.
+        held_for: Duration,
+    },
+    /// A SASL token exchanged outside Kafka framing after SaslHandshake v0.
+    RawToken { sent_at: Instant },
+    /// An answer the proxy makes itself.
+    Local(Bytes),
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    cluster: ClusterName,
+    upstream_addr: String,
+    /// Set after a successful SaslHandshake v0: tokens then travel as bare
+    /// frames until the client sends Kafka requests again.
+    sasl_raw: AtomicBool,
+}
+
+pub(super) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, target: Target) {
+    shared.metrics.connections_total.increment(1);
+    shared.metrics.connections_active.increment(1.0);
+    let cluster = shared.primary();
+    tracing::debug!(%peer, ?target, %cluster, "client connected");
+    let result = serve(shared.clone(), client, target, cluster).await;
+    shared.metrics.connections_active.decrement(1.0);
+    match result {
+        Ok(()) => tracing::debug!(%peer, "client disconnected"),
+        Err(e) => {
+            match e.side() {
+                crate::error::Side::Cluster(cluster) => {
+                    shared.metrics.upstream_error(cluster, e.kind())
+                }
+                _ => shared.metrics.client_error(e.kind()),
+            }
+            tracing::warn!(%peer, side = e.side().label(), "closing client connection: {e}");
+        }
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    client: TcpStream,
+    target: Target,
+    cluster: ClusterName,
+) -> Result<(), SessionError> {
+    let _ = client.set_nodelay(true);
+    let (upstream, upstream_addr) = upstream::connect(&shared, cluster, target).await?;
+    let connection = Arc::new(Connection {
+        shared: shared.clone(),
+        cluster,
+        upstream_addr,
+        sasl_raw: AtomicBool::new(false),
+    });
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let (pending_tx, pending_rx) = mpsc::channel(shared.config.listen.max_in_flight);
+
+    let requests = forward_requests(&connection, client_read, upstream_write, pending_tx);
+    let responses = return_responses(&connection, upstream_read, client_write, pending_rx);
+    tokio::pin!(requests, responses);
+    tokio::select! {
+        // The response side ends first only on an error or when the client
+        // went away: nothing more can be answered.
+        result = &mut responses => result,
+        result = &mut requests => {
+            result?;
+            // Client finished sending (EOF or shutdown): answer what is in
+            // flight, each request within its own deadline.
+            responses.await
+        }
+    }
+}
+
+async fn forward_requests(
+    connection: &Connection,
+    client_read: OwnedReadHalf,
+    upstream_write: OwnedWriteHalf,
+    pending: mpsc::Sender<Pending>,
+) -> Result<(), SessionError> {
+    let shared = &connection.shared;
+    let mut frames = FramedRead::new(
+        client_read,
+        FrameCodec::new(shared.config.listen.max_frame_bytes),
+    );
+    let mut upstream = BufWriter::with_capacity(WRITE_BUFFER, upstream_write);
+    loop {
+        // Batch whatever the client has already sent into one upstream write;
+        // flush before waiting for more.
+        let next = match frames.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                upstream
+                    .flush()
+                    .await
+                    .map_err(|e| connection.upstream_io(e))?;
+                tokio::select! {
+                    next = frames.next() => next,
+                    _ = shared.shutdown.cancelled() => break,
+                }
+            }
+        };
+        let frame = match next {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(FrameError::Io(e))) => return Err(SessionError::ClientIo(e)),
+            Some(Err(e)) => return Err(SessionError::BadFrame(e)),
+        };
+        shared.metrics.bytes_in.increment(frame.wire_len() as u64);
+        let step = connection.classify(&frame)?;
+        if let Some(entry) = step.pending {
+            if let Err(mpsc::error::TrySendError::Full(entry)) = pending.try_send(entry) {
+                // At the in-flight limit: make sure upstream has everything
+                // it must answer before waiting for room.
+                upstream
+                    .flush()
+                    .await
+                    .map_err(|e| connection.upstream_io(e))?;
+                if pending.send(entry).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if step.forward {
+            upstream
+                .write_all(frame.wire_bytes())
+                .await
+                .map_err(|e| connection.upstream_io(e))?;
+        }
+    }
+    upstream
+        .flush()
+        .await
+        .map_err(|e| connection.upstream_io(e))?;
+    Ok(())
+}
+
+/// What to do with one client frame.
+struct Step {
+    forward: bool,
+    pending: Option<Pending>,
+}
+
+impl Connection {
+    fn upstream_io(&self, e: std::io::Error) -> SessionError {
+        SessionError::Upstream {
+            cluster: self.cluster,
+            addr: self.upstream_addr.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn classify(&self, frame: &Frame) -> Result<Step, SessionError> {
+        let payload = frame.payload();
+        let peeked = header::peek_request(payload);
+        if self.sasl_raw.load(Ordering::Acquire) {
+            match peeked {
+                Ok(h) if is_supported(h.api_key, h.api_version) => {
+                    self.sasl_raw.store(false, Ordering::Release);
+                }
+                _ => {
+                    return Ok(Step {
+                        forward: true,
+                        pending: Some(Pending::RawToken {
+                            sent_at: Instant::now(),
+                        }),
+                    })
+                }
+            }
+        }
+        let header = peeked.map_err(|e| SessionError::BadRequest(e.to_string()))?;
+        let api = header.api_key;
+        if !is_supported(api, header.api_version) {
+            if api == ApiKey::ApiVersions {
+                // What a broker does: answer in v0 with the versions it has.
+                return Ok(Step {
+                    forward: false,
+                    pending: Some(Pending::Local(local_response(
+                        header.correlation_id,
+                        &api_versions::unsupported_version_response(),
+                    )?)),
+                });
+            }
+            let supported = proxy_versions(api)
+                .map(|r| format!("v{}..v{}", r.min, r.max))
+                .unwrap_or_else(|| "none".into());
+            return Err(SessionError::BadRequest(format!(
+                "{} v{} is not supported through switchyard (supported: {supported})",
+                api_name(api),
+                header.api_version
+            )));
+        }
+        let rewrite = ResponseRewrite::for_request(api, header.api_version);
+        if rewrite.is_some() && api != ApiKey::Produce {
+            validate_request_body(payload, &header)?;
+        }
+        let bad_body = |e: header::PeekError| SessionError::BadRequest(e.to_string());
+        let (expects_response, held_for_ms) = match api {
+            ApiKey::Produce => (header::produce_acks(payload, &header).map_err(bad_body)? != 0, 0),
+            ApiKey::Fetch => (true, header::fetch_max_wait_ms(payload, &header).map_err(bad_body)?),
+            ApiKey::JoinGroup => (true, header::join_group_wait_ms(payload, &header).map_err(bad_body)?),
+            _ => (true, 0),
+        };
+        if let Some(metrics) = self.shared.metrics.api(api) {
+            metrics.requests.increment(1);
+        }
+        Ok(Step {
+            forward: true,
+            pending: expects_response.then(|| Pending::Upstream {
+                header,
+                rewrite,
+                sent_at: Instant::now(),
+                held_for: Duration::from_millis(held_for_ms.max(0) as u64),
+            }),
+        })
+    }
+}
+
+/// Requests whose responses the proxy rewrites are decoded first: a frame the
+/// proxy cannot parse is never passed on to be answered and rewritten.
+fn validate_request_body(payload: &[u8], header: &RequestHeaderPeek) -> Result<(), SessionError> {
+    let mut body = Bytes::copy_from_slice(&payload[header.body_offset..]);
+    let version = header.api_version;
+    let result = match header.api_key {
+        ApiKey::ApiVersions => ApiVersionsRequest::decode(&mut body, version).map(drop),
+        ApiKey::Metadata => MetadataRequest::decode(&mut body, version).map(drop),
+        ApiKey::FindCoordinator => FindCoordinatorRequest::decode(&mut body, version).map(drop),
+        ApiKey::DescribeCluster => DescribeClusterRequest::decode(&mut body, version).map(drop),
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) if body.is_empty() => Ok(()),
+        Ok(()) => Err(SessionError::BadRequest(format!(
+            "{} v{version} request has {} bytes after its body",
+            api_name(header.api_key),
+            body.len()
+        ))),
+        Err(e) => Err(SessionError::BadRequest(format!(
+            "{} v{version} request body does not decode: {e:#}",
+            api_name(header.api_key)
+        ))),
+    }
+}
+
+fn local_response<M: Encodable>(correlation_id: i32, body: &M) -> Result<Bytes, SessionError> {
+    let encode = || -> anyhow::Result<Bytes> {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[0; LENGTH_PREFIX]);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut out, 0)?;
+        body.encode(&mut out, 0)?;
+        let len = (out.len() - LENGTH_PREFIX) as u32;
+        out[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+        Ok(out.freeze())
+    };
+    encode().map_err(|e| SessionError::BadRequest(format!("cannot build a response: {e:#}")))
+}
+
+async fn return_responses(
+    connection: &Connection,
+    upstream_read: OwnedReadHalf,
+    client_write: OwnedWriteHalf,
+    mut pending: mpsc::Receiver<Pending>,
+) -> Result<(), SessionError> {
+    let shared = &connection.shared;
+    let request_timeout = shared.config.upstream.request_timeout();
+    let mut frames = FramedRead::new(upstream_read, FrameCodec::new(MAX_RESPONSE_FRAME));
+    let mut client = BufWriter::with_capacity(WRITE_BUFFER, client_write);
+    let client_io = SessionError::ClientIo;
+    loop {
+        let entry = match pending.try_recv() {
+            Ok(entry) => entry,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                client.flush().await.map_err(client_io)?;
+                match pending.recv().await {
+                    Some(entry) => entry,
+                    None => break,
+                }
+            }
+        };
+        let out = match entry {
+            Pending::Local(bytes) => bytes,
+            Pending::RawToken { sent_at } => {
+                let frame = connection
+                    .next_upstream_frame(&mut frames, &mut client, sent_at, request_timeout, (ApiKey::SaslAuthenticate, -1))
+                    .await?;
+                frame.wire_bytes().clone()
+            }
+            Pending::Upstream {
+                header,
+                rewrite,
+                sent_at,
+                held_for,
+            } => {
+                let frame = connection
+                    .next_upstream_frame(
+                        &mut frames,
+                        &mut client,
+                        sent_at,
+                        request_timeout + held_for,
+                        (header.api_key, header.correlation_id),
+                    )
+                    .await?;
+                let answered = header::peek_response_correlation_id(frame.payload());
+                if answered != Some(header.correlation_id) {
+                    return Err(SessionError::Upstream {
+                        cluster: connection.cluster,
+                        addr: connection.upstream_addr.clone(),
+                        reason: format!(
+                            "answered correlation id {answered:?} where {} ({}) was expected",
+                            header.correlation_id,
+                            api_name(header.api_key)
+                        ),
+                    });
+                }
+                if let Some(metrics) = shared.metrics.api(header.api_key) {
+                    metrics.latency.record(sent_at.elapsed().as_secs_f64());
+                }
+                if header.api_key == ApiKey::SaslHandshake
+                    && header.api_version == 0
+                    && handshake_succeeded(frame.payload())
+                {
+                    connection.sasl_raw.store(true, Ordering::Release);
+                }
+                match rewrite {
+                    None => frame.wire_bytes().clone(),
+                    Some(kind) => {
+                        let view = shared.view(connection.cluster);
+                        match rewrite::rewrite_response(
+                            kind,
+                            header.api_version,
+                            frame.payload_bytes(),
+                            &view,
+                        ) {
+                            Ok(Some(rewritten)) => rewritten,
+                            Ok(None) => frame.wire_bytes().clone(),
+                            Err(e) => {
+                                return Err(SessionError::Rewrite {
+                                    cluster: connection.cluster,
+                                    api: api_name(header.api_key),
+                                    version: header.api_version,
+                                    reason: e.to_string(),
+                                })
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        shared.metrics.bytes_out.increment(out.len() as u64);
+        client.write_all(&out).await.map_err(client_io)?;
+    }
+    client.flush().await.map_err(client_io)?;
+    Ok(())
+}
+
+fn handshake_succeeded(payload: &[u8]) -> bool {
+    // Response header v0 (correlation id), then the error code.
+    payload.get(4..6) == Some(&[0, 0])
+}
+
+impl Connection {
+    /// The next frame from upstream, flushing what the client is owed before
+    /// waiting for it.
+    async fn next_upstream_frame(
+        &self,
+        frames: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+        client: &mut BufWriter<OwnedWriteHalf>,
+        sent_at: Instant,
+        budget: Duration,
+        (api, correlation_id): (ApiKey, i32),
+    ) -> Result<Frame, SessionError> {
+        let next = match frames.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                client.flush().await.map_err(SessionError::ClientIo)?;
+                let deadline = sent_at + budget;
+                match tokio::time::timeout_at(deadline.into(), frames.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        return Err(SessionError::UpstreamTimeout {
+                            cluster: self.cluster,
+                            addr: self.upstream_addr.clone(),
+                            api: api_name(api),
+                            correlation_id,
+                            waited_ms: budget.as_millis() as u64,
+                        });
+                    }
+                }
+            }
+        };
+        match next {
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(e)) => Err(self.upstream_io(std::io::Error::other(e.to_string()))),
+            None => Err(SessionError::Upstream {
+                cluster: self.cluster,
+                addr: self.upstream_addr.clone(),
+                reason: "closed the connection with requests outstanding".into(),
+            }),
+        }
+    }
+
+}

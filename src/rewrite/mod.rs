@@ -1,0 +1,209 @@
+//! Response rewrites: decode, change what names a real broker or a real
+//! cluster, encode. Each concern is a pure function over a decoded message so
+//! that it can be unit-tested and fuzzed without a socket.
+
+pub mod api_versions;
+pub mod brokers;
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, DescribeClusterResponse, FindCoordinatorResponse,
+    MetadataResponse, ProduceResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, VersionRange};
+
+use crate::protocol::frame::LENGTH_PREFIX;
+
+/// Where a rewritten broker can be reached: a virtual broker of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub node_id: i32,
+    pub host: StrBytes,
+    pub port: i32,
+}
+
+/// API ranges keyed by api key, as one cluster advertises them.
+pub type ApiRanges = BTreeMap<i16, VersionRange>;
+
+/// What a rewrite needs from the proxy, for the cluster the response came from.
+pub trait RewriteContext {
+    /// The virtual broker standing for `node_id` of this response's cluster.
+    /// `real` is the broker's real address when the response carries it.
+    fn virtual_broker(&self, node_id: i32, real: Option<(&str, i32)>) -> Advertised;
+    /// The stable cluster id clients see, whichever cluster serves them.
+    fn virtual_cluster_id(&self) -> StrBytes;
+    /// Records the versions the answering cluster supports.
+    fn learn_versions(&self, ranges: &ApiRanges);
+    /// The versions of the other configured cluster, when known, so that
+    /// clients never negotiate a version one of the two lacks.
+    fn other_cluster_versions(&self) -> Option<ApiRanges>;
+}
+
+/// Which responses the proxy must rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseRewrite {
+    ApiVersions,
+    Metadata,
+    FindCoordinator,
+    DescribeCluster,
+    /// Produce v10+ may carry leader hints naming real brokers.
+    ProduceLeaderHints,
+}
+
+impl ResponseRewrite {
+    pub fn for_request(api: ApiKey, version: i16) -> Option<ResponseRewrite> {
+        match api {
+            ApiKey::ApiVersions => Some(ResponseRewrite::ApiVersions),
+            ApiKey::Metadata => Some(ResponseRewrite::Metadata),
+            ApiKey::FindCoordinator => Some(ResponseRewrite::FindCoordinator),
+            ApiKey::DescribeCluster => Some(ResponseRewrite::DescribeCluster),
+            ApiKey::Produce if version >= 10 => Some(ResponseRewrite::ProduceLeaderHints),
+            _ => None,
+        }
+    }
+
+    fn api(self) -> ApiKey {
+        match self {
+            ResponseRewrite::ApiVersions => ApiKey::ApiVersions,
+            ResponseRewrite::Metadata => ApiKey::Metadata,
+            ResponseRewrite::FindCoordinator => ApiKey::FindCoordinator,
+            ResponseRewrite::DescribeCluster => ApiKey::DescribeCluster,
+            ResponseRewrite::ProduceLeaderHints => ApiKey::Produce,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RewriteError(String);
+
+impl RewriteError {
+    fn from_anyhow(context: &str, e: anyhow::Error) -> RewriteError {
+        RewriteError(format!("{context}: {e:#}"))
+    }
+}
+
+/// Rewrites one response frame payload (header and body, no length prefix).
+/// Returns the new frame, length prefix included, or `None` when nothing had
+/// to change and the original bytes can go back to the client.
+pub fn rewrite_response(
+    kind: ResponseRewrite,
+    version: i16,
+    payload: Bytes,
+    ctx: &dyn RewriteContext,
+) -> Result<Option<Bytes>, RewriteError> {
+    let api = kind.api();
+    let header_version = api.response_header_version(version);
+    let mut buf = payload;
+    let header = ResponseHeader::decode(&mut buf, header_version)
+        .map_err(|e| RewriteError::from_anyhow("response header", e))?;
+    let body = buf;
+    match kind {
+        ResponseRewrite::ApiVersions => {
+            let (response, encode_version) = api_versions::decode(body, version)?;
+            let response = api_versions::clamp(response, ctx);
+            encode(&header, header_version, &response, encode_version).map(Some)
+        }
+        ResponseRewrite::Metadata => {
+            let response = decode_body::<MetadataResponse>(body, version)?;
+            let response = brokers::metadata(response, ctx);
+            encode(&header, header_version, &response, version).map(Some)
+        }
+        ResponseRewrite::FindCoordinator => {
+            let response = decode_body::<FindCoordinatorResponse>(body, version)?;
+            let response = brokers::find_coordinator(response, ctx);
+            encode(&header, header_version, &response, version).map(Some)
+        }
+        ResponseRewrite::DescribeCluster => {
+            let response = decode_body::<DescribeClusterResponse>(body, version)?;
+            let response = brokers::describe_cluster(response, ctx);
+            encode(&header, header_version, &response, version).map(Some)
+        }
+        ResponseRewrite::ProduceLeaderHints => {
+            let response = decode_body::<ProduceResponse>(body, version)?;
+            match brokers::produce_leader_hints(response, ctx) {
+                Some(response) => encode(&header, header_version, &response, version).map(Some),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+fn decode_body<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, RewriteError> {
+    let message =
+        M::decode(&mut body, version).map_err(|e| RewriteError::from_anyhow("response body", e))?;
+    if !body.is_empty() {
+        return Err(RewriteError(format!(
+            "{} bytes left over after the response body",
+            body.len()
+        )));
+    }
+    Ok(message)
+}
+
+fn encode<M: Encodable>(
+    header: &ResponseHeader,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> Result<Bytes, RewriteError> {
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + body.compute_size(version)?))
+        .map_err(|e| RewriteError::from_anyhow("sizing the rewritten response", e))?;
+    let mut out = BytesMut::with_capacity(LENGTH_PREFIX + size);
+    out.extend_from_slice(&(size as u32).to_be_bytes());
+    header
+        .encode(&mut out, header_version)
+        .and_then(|_| body.encode(&mut out, version))
+        .map_err(|e| RewriteError::from_anyhow("encoding the rewritten response", e))?;
+    Ok(out.freeze())
+}
+
+/// Decoding helper shared by the api-versions rewrite.
+pub(crate) fn decode_api_versions_body(
+    body: Bytes,
+    version: i16,
+) -> Result<ApiVersionsResponse, RewriteError> {
+    decode_body(body, version)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// An in-memory stand-in for the broker registry: virtual id = 100 + n
+    /// in order of first sight, all on 127.0.0.1:(9100 + id).
+    #[derive(Default)]
+    pub(crate) struct FakeContext {
+        pub(crate) ids: RefCell<HashMap<i32, i32>>,
+        pub(crate) learned: RefCell<Option<ApiRanges>>,
+        pub(crate) other: Option<ApiRanges>,
+    }
+
+    impl RewriteContext for FakeContext {
+        fn virtual_broker(&self, node_id: i32, _real: Option<(&str, i32)>) -> Advertised {
+            let mut ids = self.ids.borrow_mut();
+            let next = 100 + ids.len() as i32;
+            let id = *ids.entry(node_id).or_insert(next);
+            Advertised {
+                node_id: id,
+                host: StrBytes::from_static_str("127.0.0.1"),
+                port: 9100 + id,
+            }
+        }
+        fn virtual_cluster_id(&self) -> StrBytes {
+            StrBytes::from_static_str("virtual-cluster")
+        }
+        fn learn_versions(&self, ranges: &ApiRanges) {
+            *self.learned.borrow_mut() = Some(ranges.clone());
+        }
+        fn other_cluster_versions(&self) -> Option<ApiRanges> {
+            self.other.clone()
+        }
+    }
+}
