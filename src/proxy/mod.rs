@@ -122,6 +122,10 @@ impl RewriteContext for ClusterView<'_> {
         self.shared.learn_versions(self.cluster, ranges);
     }
 
+    fn own_versions(&self) -> Option<ApiRanges> {
+        self.shared.known_versions(self.cluster)
+    }
+
     fn other_cluster_versions(&self) -> Option<ApiRanges> {
         let other = self.cluster.other();
         self.shared.config.cluster(other)?;

@@ -212,17 +212,24 @@ impl Connection {
         }
         let header = peeked.map_err(|e| SessionError::BadRequest(e.to_string()))?;
         let api = header.api_key;
-        if !is_supported(api, header.api_version) {
-            if api == ApiKey::ApiVersions {
+        if api == ApiKey::ApiVersions {
+            let theirs = self
+                .shared
+                .known_versions(self.cluster)
+                .and_then(|r| r.get(&(ApiKey::ApiVersions as i16)).copied());
+            let cluster_lacks_it = theirs.is_some_and(|r| header.api_version > r.max);
+            if cluster_lacks_it || !is_supported(api, header.api_version) {
                 // What a broker does: answer in v0 with the versions it has.
                 return Ok(Step {
                     forward: false,
                     pending: Some(Pending::Local(local_response(
                         header.correlation_id,
-                        &api_versions::unsupported_version_response(),
+                        &api_versions::unsupported_version_response(theirs),
                     )?)),
                 });
             }
+        }
+        if !is_supported(api, header.api_version) {
             let supported = proxy_versions(api)
                 .map(|r| format!("v{}..v{}", r.min, r.max))
                 .unwrap_or_else(|| "none".into());
@@ -270,18 +277,14 @@ fn validate_request_body(payload: &[u8], header: &RequestHeaderPeek) -> Result<(
         ApiKey::DescribeCluster => DescribeClusterRequest::decode(&mut body, version).map(drop),
         _ => Ok(()),
     };
-    match result {
-        Ok(()) if body.is_empty() => Ok(()),
-        Ok(()) => Err(SessionError::BadRequest(format!(
-            "{} v{version} request has {} bytes after its body",
-            api_name(header.api_key),
-            body.len()
-        ))),
-        Err(e) => Err(SessionError::BadRequest(format!(
+    // Trailing bytes are tolerated, as brokers tolerate them: clients differ
+    // in how they end a body, and the request goes upstream unchanged.
+    result.map_err(|e| {
+        SessionError::BadRequest(format!(
             "{} v{version} request body does not decode: {e:#}",
             api_name(header.api_key)
-        ))),
-    }
+        ))
+    })
 }
 
 fn local_response<M: Encodable>(correlation_id: i32, body: &M) -> Result<Bytes, SessionError> {

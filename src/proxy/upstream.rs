@@ -101,7 +101,7 @@ async fn ask_versions(
         return Err(format!("{addr}: ApiVersions answer of {} bytes", payload.len()));
     }
     let body: Bytes = payload.slice(4..);
-    let (response, _) = api_versions::decode(body, 0).map_err(|e| format!("{addr}: {e}"))?;
+    let response = api_versions::decode(body, 0).map_err(|e| format!("{addr}: {e}"))?;
     Ok(api_versions::ranges_of(&response))
 }
 

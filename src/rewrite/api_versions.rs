@@ -11,20 +11,15 @@ use crate::protocol::versions::proxy_versions;
 
 pub const UNSUPPORTED_VERSION: i16 = 35;
 
-/// A broker that does not support the requested ApiVersions version answers
-/// in v0 with UNSUPPORTED_VERSION; such a body must be decoded, and sent
-/// back, as v0.
-pub fn decode(body: Bytes, version: i16) -> Result<(ApiVersionsResponse, i16), RewriteError> {
-    let error_code = body
-        .get(..2)
+/// The error code, the first field of every ApiVersions response version.
+pub fn error_code(body: &[u8]) -> Result<i16, RewriteError> {
+    body.get(..2)
         .map(|b| i16::from_be_bytes([b[0], b[1]]))
-        .ok_or_else(|| RewriteError("ApiVersions response has no error code".into()))?;
-    let version = if error_code == UNSUPPORTED_VERSION {
-        0
-    } else {
-        version
-    };
-    Ok((decode_api_versions_body(body, version)?, version))
+        .ok_or_else(|| RewriteError("ApiVersions response has no error code".into()))
+}
+
+pub fn decode(body: Bytes, version: i16) -> Result<ApiVersionsResponse, RewriteError> {
+    decode_api_versions_body(body, version)
 }
 
 pub fn ranges_of(response: &ApiVersionsResponse) -> ApiRanges {
@@ -69,11 +64,21 @@ pub fn clamp(mut response: ApiVersionsResponse, ctx: &dyn RewriteContext) -> Api
     response
 }
 
-/// The proxy's own answer to an ApiVersions request of a version it does not
-/// parse: what a broker would send, UNSUPPORTED_VERSION in v0, listing the
-/// proxy's range for ApiVersions so the client retries lower.
-pub fn unsupported_version_response() -> ApiVersionsResponse {
-    let range = proxy_versions(ApiKey::ApiVersions).unwrap_or(VersionRange { min: 0, max: 0 });
+/// The answer to an ApiVersions request of a version that the proxy or the
+/// cluster does not support: what a broker sends, UNSUPPORTED_VERSION in v0,
+/// listing the ApiVersions range both support so that the client retries
+/// with it. With the cluster's range unknown it offers v0, which every
+/// broker answers.
+///
+/// Brokers differ in how they encode this error (Kafka uses v0; some
+/// implementations keep the request's flexible encoding), so the proxy never
+/// forwards theirs.
+pub fn unsupported_version_response(cluster: Option<VersionRange>) -> ApiVersionsResponse {
+    let ours = proxy_versions(ApiKey::ApiVersions).unwrap_or(VersionRange { min: 0, max: 0 });
+    let range = match cluster {
+        Some(theirs) if !ours.intersect(&theirs).is_empty() => ours.intersect(&theirs),
+        _ => VersionRange { min: 0, max: 0 },
+    };
     ApiVersionsResponse::default()
         .with_error_code(UNSUPPORTED_VERSION)
         .with_api_keys(vec![ApiVersion::default()
@@ -140,22 +145,30 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_version_answer_is_read_as_v0() {
+    fn unsupported_version_answer_is_replaced_by_a_v0_one() {
         let mut payload = BytesMut::new();
         ResponseHeader::default()
             .with_correlation_id(5)
             .encode(&mut payload, 0)
             .unwrap();
-        let mut body = upstream();
-        body.error_code = UNSUPPORTED_VERSION;
-        body.encode(&mut payload, 0).unwrap();
-        let ctx = FakeContext::default();
+        // A flexible-encoded error body, as some brokers send: not v0.
+        payload.extend_from_slice(&[0, 35, 1, 0, 0, 0, 0]);
+        let mut own = ApiRanges::new();
+        own.insert(ApiKey::ApiVersions as i16, VersionRange { min: 0, max: 2 });
+        let ctx = FakeContext {
+            own: Some(own),
+            ..Default::default()
+        };
         let out = rewrite_response(ResponseRewrite::ApiVersions, 3, payload.freeze(), &ctx)
             .unwrap()
             .unwrap();
         let mut body = out.slice(8..);
         let decoded = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 0).unwrap();
         assert_eq!(decoded.error_code, UNSUPPORTED_VERSION);
+        assert_eq!(
+            ranges_of(&decoded)[&(ApiKey::ApiVersions as i16)],
+            VersionRange { min: 0, max: 2 }
+        );
         assert!(body.is_empty());
     }
 }

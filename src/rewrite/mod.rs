@@ -36,6 +36,8 @@ pub trait RewriteContext {
     fn virtual_cluster_id(&self) -> StrBytes;
     /// Records the versions the answering cluster supports.
     fn learn_versions(&self, ranges: &ApiRanges);
+    /// The versions the answering cluster supports, when known.
+    fn own_versions(&self) -> Option<ApiRanges>;
     /// The versions of the other configured cluster, when known, so that
     /// clients never negotiate a version one of the two lacks.
     fn other_cluster_versions(&self) -> Option<ApiRanges>;
@@ -102,9 +104,16 @@ pub fn rewrite_response(
     let body = buf;
     match kind {
         ResponseRewrite::ApiVersions => {
-            let (response, encode_version) = api_versions::decode(body, version)?;
+            if api_versions::error_code(&body)? == api_versions::UNSUPPORTED_VERSION {
+                let theirs = ctx
+                    .own_versions()
+                    .and_then(|r| r.get(&(ApiKey::ApiVersions as i16)).copied());
+                let response = api_versions::unsupported_version_response(theirs);
+                return encode(&header, header_version, &response, 0).map(Some);
+            }
+            let response = api_versions::decode(body, version)?;
             let response = api_versions::clamp(response, ctx);
-            encode(&header, header_version, &response, encode_version).map(Some)
+            encode(&header, header_version, &response, version).map(Some)
         }
         ResponseRewrite::Metadata => {
             let response = decode_body::<MetadataResponse>(body, version)?;
@@ -134,11 +143,10 @@ pub fn rewrite_response(
 fn decode_body<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, RewriteError> {
     let message =
         M::decode(&mut body, version).map_err(|e| RewriteError::from_anyhow("response body", e))?;
+    // Some brokers write an extra empty tag section; the re-encoded response
+    // is well-formed either way.
     if !body.is_empty() {
-        return Err(RewriteError(format!(
-            "{} bytes left over after the response body",
-            body.len()
-        )));
+        tracing::debug!(extra = body.len(), "bytes after a response body ignored");
     }
     Ok(message)
 }
@@ -183,6 +191,7 @@ pub(crate) mod test_support {
         pub(crate) ids: RefCell<HashMap<i32, i32>>,
         pub(crate) learned: RefCell<Option<ApiRanges>>,
         pub(crate) other: Option<ApiRanges>,
+        pub(crate) own: Option<ApiRanges>,
     }
 
     impl RewriteContext for FakeContext {
@@ -204,6 +213,9 @@ pub(crate) mod test_support {
         }
         fn other_cluster_versions(&self) -> Option<ApiRanges> {
             self.other.clone()
+        }
+        fn own_versions(&self) -> Option<ApiRanges> {
+            self.own.clone()
         }
     }
 }
