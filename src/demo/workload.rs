@@ -2,6 +2,8 @@
 //! acknowledged record read back once, in order per key.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -20,26 +22,39 @@ pub struct RecordRef {
     pub offset: i64,
 }
 
-pub struct ProduceSpec<'a> {
-    pub topic: &'a str,
+#[derive(Debug, Clone)]
+pub struct ProduceSpec {
+    pub topic: String,
     pub keys: usize,
     pub records: usize,
-    pub compression: &'a str,
+    pub compression: &'static str,
     pub idempotent: bool,
+    /// Records sent before waiting for their acknowledgements; traffic then
+    /// flows for a while instead of in one burst.
+    pub batch: usize,
     /// Extra client settings, applied last.
-    pub settings: &'a [(&'a str, &'a str)],
+    pub settings: Vec<(String, String)>,
+    /// Counts acknowledged records as they arrive.
+    pub progress: Option<Arc<AtomicUsize>>,
 }
 
-impl<'a> ProduceSpec<'a> {
-    pub fn new(topic: &'a str, records: usize) -> ProduceSpec<'a> {
+impl ProduceSpec {
+    pub fn new(topic: &str, records: usize) -> ProduceSpec {
         ProduceSpec {
-            topic,
+            topic: topic.to_owned(),
             keys: 16,
             records,
             compression: "none",
             idempotent: false,
-            settings: &[],
+            batch: usize::MAX,
+            settings: Vec::new(),
+            progress: None,
         }
+    }
+
+    pub fn set(mut self, key: &str, value: &str) -> ProduceSpec {
+        self.settings.push((key.to_owned(), value.to_owned()));
+        self
     }
 }
 
@@ -80,17 +95,34 @@ fn parse_value(value: &[u8]) -> Option<(String, u64)> {
 }
 
 /// Produces `spec.records` keyed records and returns those acknowledged.
-pub async fn produce(bootstrap: &str, spec: &ProduceSpec<'_>) -> anyhow::Result<Vec<RecordRef>> {
+pub async fn produce(bootstrap: &str, spec: &ProduceSpec) -> anyhow::Result<Vec<RecordRef>> {
     let mut config = producer_config(bootstrap);
     config
         .set("compression.type", spec.compression)
         .set("enable.idempotence", spec.idempotent.to_string());
-    for (k, v) in spec.settings {
-        config.set(*k, *v);
+    for (k, v) in &spec.settings {
+        config.set(k, v);
     }
     let producer: FutureProducer = config.create()?;
-    let mut futures = Vec::with_capacity(spec.records);
-    for i in 0..spec.records {
+    let mut acked = Vec::with_capacity(spec.records);
+    let mut start = 0;
+    while start < spec.records {
+        let end = spec.records.min(start.saturating_add(spec.batch.max(1)));
+        produce_range(&producer, spec, start..end, &mut acked).await?;
+        start = end;
+    }
+    producer.flush(Duration::from_secs(10))?;
+    Ok(acked)
+}
+
+async fn produce_range(
+    producer: &FutureProducer,
+    spec: &ProduceSpec,
+    range: std::ops::Range<usize>,
+    acked: &mut Vec<RecordRef>,
+) -> anyhow::Result<()> {
+    let mut futures = Vec::with_capacity(range.len());
+    for i in range {
         let key = format!("key-{}", i % spec.keys);
         let seq = (i / spec.keys) as u64;
         let value = record_value(&key, seq);
@@ -98,7 +130,7 @@ pub async fn produce(bootstrap: &str, spec: &ProduceSpec<'_>) -> anyhow::Result<
             key: "seq",
             value: Some(seq.to_string().as_bytes()),
         });
-        let record = FutureRecord::to(spec.topic)
+        let record = FutureRecord::to(&spec.topic)
             .key(&key)
             .payload(&value)
             .headers(headers);
@@ -107,21 +139,24 @@ pub async fn produce(bootstrap: &str, spec: &ProduceSpec<'_>) -> anyhow::Result<
             .map_err(|(e, _)| anyhow::anyhow!("enqueue failed: {e}"))?;
         futures.push((key, seq, delivery));
     }
-    let mut acked = Vec::with_capacity(spec.records);
     for (key, seq, delivery) in futures {
         match delivery.await {
-            Ok(Ok(d)) => acked.push(RecordRef {
-                key,
-                seq,
-                partition: d.partition,
-                offset: d.offset,
-            }),
+            Ok(Ok(d)) => {
+                acked.push(RecordRef {
+                    key,
+                    seq,
+                    partition: d.partition,
+                    offset: d.offset,
+                });
+                if let Some(progress) = &spec.progress {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Ok(Err((e, _))) => tracing::debug!(%key, seq, error = %e, "not acknowledged"),
             Err(_) => tracing::debug!(%key, seq, "delivery future dropped"),
         }
     }
-    producer.flush(Duration::from_secs(10))?;
-    Ok(acked)
+    Ok(())
 }
 
 /// Reads `topic` with a consumer group until `expected` records arrived or

@@ -1,0 +1,188 @@
+//! Shared helpers: real in-process clusters, a proxy in front of them, raw
+//! protocol exchanges, bounded polling.
+#![allow(dead_code, unused_imports, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use switchyard::demo::workload::{self, check, ProduceSpec, RecordRef};
+pub use switchyard::demo::{addresses_seen_by_client, loopback_config, start_cluster, Cluster};
+use switchyard::{Config, Proxy};
+
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "switchyard=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct Harness {
+    pub proxy: Proxy,
+    pub state: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn bootstrap(&self) -> String {
+        self.proxy.bootstrap_addr().to_string()
+    }
+
+    pub async fn stop(self) {
+        self.proxy.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+pub async fn start_proxy(a: &Cluster, b: Option<&Cluster>) -> Harness {
+    start_proxy_with(a, b, |_| {}).await
+}
+
+pub async fn start_proxy_with(
+    a: &Cluster,
+    b: Option<&Cluster>,
+    adjust: impl FnOnce(&mut Config),
+) -> Harness {
+    init_logging();
+    let state = tempfile::tempdir().unwrap();
+    let b_servers = b.map(|b| b.bootstrap_servers());
+    let mut config = loopback_config(&a.bootstrap_servers(), b_servers.as_deref(), state.path());
+    adjust(&mut config);
+    let proxy = Proxy::start(config).await.expect("proxy starts");
+    Harness { proxy, state }
+}
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn real_broker_addresses(clusters: &[&Cluster]) -> Vec<String> {
+    clusters
+        .iter()
+        .flat_map(|c| {
+            c.bootstrap_servers()
+                .split(',')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Encodes one request frame (length prefix included).
+pub fn request_frame<M: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &M,
+) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("raw-test")));
+    let mut payload = BytesMut::new();
+    encode_request_header_into_buffer(&mut payload, &header).unwrap();
+    body.encode(&mut payload, version).unwrap();
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame.freeze()
+}
+
+/// Reads one response frame payload, or `None` when the peer closed.
+pub async fn read_frame(stream: &mut TcpStream, limit: Duration) -> Option<Bytes> {
+    let read = async {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await.ok()?;
+        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut payload).await.ok()?;
+        Some(Bytes::from(payload))
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("no answer and no close within the limit")
+}
+
+/// Sends one request and reads its response body (after the response header).
+pub async fn exchange<M: Encodable>(
+    stream: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &M,
+) -> Option<Bytes> {
+    stream
+        .write_all(&request_frame(api, version, correlation_id, body))
+        .await
+        .ok()?;
+    let payload = read_frame(stream, Duration::from_secs(15)).await?;
+    assert_eq!(
+        i32::from_be_bytes(payload[..4].try_into().unwrap()),
+        correlation_id
+    );
+    let header_len = if api.response_header_version(version) >= 1 {
+        5 // correlation id + empty tag section
+    } else {
+        4
+    };
+    Some(payload.slice(header_len..))
+}
+
+/// True when the proxy closed `stream` (read gives EOF or reset) within `limit`.
+pub async fn closed_by_peer(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A plain HTTP GET to the admin listener; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a Prometheus counter line that contains every `parts`.
+pub fn metric_value(metrics: &str, name: &str, parts: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
