@@ -98,7 +98,10 @@ async fn serve(
     let (upstream_read, upstream_write) = upstream.into_split();
     let (pending_tx, pending_rx) = mpsc::channel(shared.config.listen.max_in_flight);
 
-    let requests = forward_requests(&connection, client_read, upstream_write, pending_tx);
+    // Owned here, not by the request side: dropping a write half sends FIN,
+    // and a broker that sees FIN drops the answers it still owes.
+    let mut upstream_writer = BufWriter::with_capacity(WRITE_BUFFER, upstream_write);
+    let requests = forward_requests(&connection, client_read, &mut upstream_writer, pending_tx);
     let responses = return_responses(&connection, upstream_read, client_write, pending_rx);
     tokio::pin!(requests, responses);
     tokio::select! {
@@ -117,7 +120,7 @@ async fn serve(
 async fn forward_requests(
     connection: &Connection,
     client_read: OwnedReadHalf,
-    upstream_write: OwnedWriteHalf,
+    upstream: &mut BufWriter<OwnedWriteHalf>,
     pending: mpsc::Sender<Pending>,
 ) -> Result<(), SessionError> {
     let shared = &connection.shared;
@@ -125,7 +128,6 @@ async fn forward_requests(
         client_read,
         FrameCodec::new(shared.config.listen.max_frame_bytes),
     );
-    let mut upstream = BufWriter::with_capacity(WRITE_BUFFER, upstream_write);
     loop {
         // Batch whatever the client has already sent into one upstream write;
         // flush before waiting for more.
