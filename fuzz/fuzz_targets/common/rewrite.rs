@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::protocol::{StrBytes, VersionRange};
-use switchyard::rewrite::{rewrite_response, Advertised, ApiRanges, ResponseRewrite, RewriteContext};
+use switchyard::rewrite::{
+    rewrite_response, Advertised, ApiRanges, ResponseRewrite, RewriteContext,
+};
 
 /// Virtual id = 1000 + n in order of first sight, on 127.0.0.1:(9000 + id).
 #[derive(Default)]
@@ -22,7 +24,15 @@ impl Ctx {
     pub fn new(mode: u16) -> Ctx {
         let ranges = || {
             (0i16..80)
-                .map(|k| (k, VersionRange { min: 0, max: k % 7 + 1 }))
+                .map(|k| {
+                    (
+                        k,
+                        VersionRange {
+                            min: 0,
+                            max: k % 7 + 1,
+                        },
+                    )
+                })
                 .collect::<BTreeMap<_, _>>()
         };
         Ctx {
@@ -69,7 +79,11 @@ pub fn run(kind: ResponseRewrite, data: &[u8]) {
     let Ok(Some(out)) = rewrite_response(kind, version, Bytes::copy_from_slice(rest), &ctx) else {
         return;
     };
-    assert!(out.len() >= 8, "{kind:?} v{version}: output of {} bytes", out.len());
+    assert!(
+        out.len() >= 8,
+        "{kind:?} v{version}: output of {} bytes",
+        out.len()
+    );
     let declared = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
     assert_eq!(
         declared,

@@ -1,0 +1,25 @@
+#![no_main]
+
+//! `peek_request` and the body peeks on arbitrary request payloads: never a
+//! panic, and the body offset stays inside the payload.
+
+use libfuzzer_sys::fuzz_target;
+use switchyard::protocol::header::{
+    fetch_max_wait_ms, join_group_wait_ms, peek_request, peek_response_correlation_id, produce_acks,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = peek_response_correlation_id(data);
+    let Ok(header) = peek_request(data) else {
+        return;
+    };
+    assert!(header.body_offset <= data.len());
+    assert!(header.body_offset >= 8);
+    assert_eq!(
+        header.correlation_id,
+        i32::from_be_bytes([data[4], data[5], data[6], data[7]])
+    );
+    let _ = produce_acks(data, &header);
+    let _ = fetch_max_wait_ms(data, &header);
+    let _ = join_group_wait_ms(data, &header);
+});
