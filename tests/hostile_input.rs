@@ -208,3 +208,19 @@ async fn admin_answers_health_status_and_names_unknown_paths() {
     assert!(body.contains("/nope"), "{body}");
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_with_a_token_refuses_callers_without_it() {
+    let a = start_cluster(3, &[("t", 3)]).unwrap();
+    let harness = start_proxy_with(&a, None, |c| c.admin.token = Some("s3cret".into())).await;
+    let admin = harness.proxy.admin_addr();
+    assert_eq!(http_get(admin, "/healthz").await.0, 200, "health needs no token");
+    let (status, body) = http_get(admin, "/status").await;
+    assert_eq!(status, 401);
+    assert!(body.contains("bearer token"), "{body}");
+    let wrong = http_request(admin, "GET", "/metrics", "Authorization: Bearer nope\r\n").await;
+    assert_eq!(wrong.0, 401);
+    let right = http_request(admin, "GET", "/status", "Authorization: Bearer s3cret\r\n").await;
+    assert_eq!(right.0, 200, "{}", right.1);
+    harness.stop().await;
+}
