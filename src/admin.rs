@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -29,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/mirror", post(set_mirror))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -84,10 +85,87 @@ async fn metrics() -> Response {
         .into_response()
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorRequest {
+    mode: crate::config::MirrorMode,
+}
+
+async fn set_mirror(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let request: MirrorRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("POST /mirror takes {{\"mode\": \"off\" | \"sync\" | \"async\"}}: {e}"),
+            )
+        }
+    };
+    if request.mode == crate::config::MirrorMode::Async {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "async mirroring needs the durable mirror journal, which this build does not have; use sync",
+        );
+    }
+    match shared.set_mirror_mode(request.mode) {
+        Ok(route) => Json(serde_json::json!({ "route": route })).into_response(),
+        Err(reason) => error(StatusCode::CONFLICT, &reason),
+    }
+}
+
+#[derive(Serialize)]
+struct MirrorPartition {
+    topic: String,
+    partition: i32,
+    #[serde(flatten)]
+    live: crate::mirror::PartitionStatus,
+    translation_segments: usize,
+    translated_from: Option<i64>,
+    translated_to: Option<i64>,
+}
+
+fn mirror_status(shared: &Shared) -> serde_json::Value {
+    let Some(mirror) = shared.mirror.as_ref() else {
+        return serde_json::Value::Null;
+    };
+    let live = mirror.status();
+    let segments = mirror.translation().snapshot();
+    let mut keys: Vec<(String, i32)> = live.keys().cloned().collect();
+    keys.extend(segments.keys().cloned());
+    keys.sort();
+    keys.dedup();
+    let partitions: Vec<MirrorPartition> = keys
+        .into_iter()
+        .map(|key| {
+            let seg = segments.get(&key);
+            MirrorPartition {
+                live: live.get(&key).cloned().unwrap_or_default(),
+                translation_segments: seg.map_or(0, |s| s.segments().len()),
+                translated_from: seg.and_then(|s| s.first_a()),
+                translated_to: seg.and_then(|s| s.end_a()),
+                topic: key.0,
+                partition: key.1,
+            }
+        })
+        .collect();
+    let lag_records: i64 = partitions.iter().map(|p| p.live.lag_records).sum();
+    let lag_bytes: u64 = partitions.iter().map(|p| p.live.lag_bytes).sum();
+    let divergent: i64 = partitions.iter().map(|p| p.live.divergent_records).sum();
+    serde_json::json!({
+        "mode": mirror.mode(),
+        "target": mirror.target(),
+        "lag_records": lag_records,
+        "lag_bytes": lag_bytes,
+        "divergent_records": divergent,
+        "partitions": partitions,
+    })
+}
+
 #[derive(Serialize)]
 struct StatusBody {
     primary: ClusterName,
     mirror: crate::config::MirrorMode,
+    mirroring: serde_json::Value,
     virtual_cluster_id: String,
     client_connections: usize,
     clusters: Vec<ClusterStatus>,
@@ -135,7 +213,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
         .collect();
     let body = StatusBody {
         primary: shared.primary(),
-        mirror: shared.config.route.mirror,
+        mirror: shared.route().mirror,
+        mirroring: mirror_status(&shared),
         virtual_cluster_id: shared.brokers.cluster_id().to_string(),
         client_connections: shared.active_sessions(),
         clusters,

@@ -26,6 +26,39 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub mirror: MirrorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// In sync mode, how long a client's acknowledgement waits for the
+    /// mirror; past it the client gets a retriable error and the batch stays
+    /// queued.
+    #[serde(default = "default_sync_timeout_ms")]
+    pub sync_timeout_ms: u64,
+    /// How long the mirror waits for a missing primary offset range before
+    /// counting it as records that did not pass through switchyard.
+    #[serde(default = "default_gap_timeout_ms")]
+    pub gap_timeout_ms: u64,
+}
+
+fn default_sync_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_gap_timeout_ms() -> u64 {
+    2_000
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            sync_timeout_ms: default_sync_timeout_ms(),
+            gap_timeout_ms: default_gap_timeout_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -305,6 +338,12 @@ impl Config {
             return Err(invalid(
                 "route.primary",
                 "is \"b\" but [clusters.b] is not configured".into(),
+            ));
+        }
+        if self.route.mirror == MirrorMode::Async {
+            return Err(invalid(
+                "route.mirror",
+                "\"async\" needs the durable mirror journal, which this build does not have; use \"sync\"".into(),
             ));
         }
         if self.route.mirror != MirrorMode::Off && self.clusters.b.is_none() {

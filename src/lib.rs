@@ -5,10 +5,12 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod mirror;
 pub mod protocol;
 pub mod proxy;
 pub mod rewrite;
 pub mod state;
+pub mod translate;
 
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -21,6 +21,8 @@ pub const BYTES_OUT: &str = "switchyard_client_bytes_out_total";
 pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
 pub const CLIENT_ERRORS: &str = "switchyard_client_errors_total";
 pub const VIRTUAL_BROKERS: &str = "switchyard_virtual_brokers";
+pub const MIRROR_SYNC_TIMEOUTS: &str = "switchyard_mirror_sync_timeouts_total";
+pub const MIRROR_TRANSACTIONAL_REFUSED: &str = "switchyard_mirror_transactional_refused_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -56,6 +58,8 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub virtual_brokers: Gauge,
+    pub mirror_sync_timeouts: Counter,
+    pub mirror_transactional_refused: Counter,
 }
 
 impl Metrics {
@@ -79,6 +83,8 @@ impl Metrics {
             bytes_in: counter!(BYTES_IN),
             bytes_out: counter!(BYTES_OUT),
             virtual_brokers: gauge!(VIRTUAL_BROKERS),
+            mirror_sync_timeouts: counter!(MIRROR_SYNC_TIMEOUTS),
+            mirror_transactional_refused: counter!(MIRROR_TRANSACTIONAL_REFUSED),
         }
     }
 

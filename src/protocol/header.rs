@@ -144,6 +144,14 @@ pub fn peek_response_correlation_id(payload: &[u8]) -> Option<i32> {
 
 /// The `acks` of a Produce request: 0 means the broker sends no response.
 pub fn produce_acks(payload: &[u8], header: &RequestHeaderPeek) -> Result<i16, PeekError> {
+    produce_acks_at(payload, header).map(|(acks, _)| acks)
+}
+
+/// `acks` and its position in the payload (so it can be patched in place).
+pub fn produce_acks_at(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<(i16, usize), PeekError> {
     let mut cursor = Cursor::new(payload, header.body_offset);
     let version = header.api_version;
     let malformed = |reason| PeekError::MalformedBody {
@@ -160,7 +168,9 @@ pub fn produce_acks(payload: &[u8], header: &RequestHeaderPeek) -> Result<i16, P
             .skip_nullable_string()
             .ok_or_else(|| malformed("transactional id runs past the frame"))?;
     }
-    cursor.i16().ok_or_else(|| malformed("no acks field"))
+    let at = cursor.pos;
+    let acks = cursor.i16().ok_or_else(|| malformed("no acks field"))?;
+    Ok((acks, at))
 }
 
 /// `max_wait_ms` of a Fetch request: how long the broker may hold it.

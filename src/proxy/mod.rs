@@ -1,6 +1,7 @@
 //! Listeners, client sessions and upstream connections.
 
 pub mod brokers;
+mod produce;
 mod session;
 mod upstream;
 
@@ -15,7 +16,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ClusterName, Config};
+use crate::config::{ClusterName, Config, MirrorMode};
+use crate::mirror::client::ClusterClient;
+use crate::mirror::Mirror;
+use crate::translate::TranslationTable;
 use crate::metrics::Metrics;
 use crate::rewrite::{Advertised, ApiRanges, RewriteContext};
 use crate::state::{StateDir, StateError};
@@ -31,6 +35,18 @@ pub enum StartError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("translation log: {0}")]
+    Translation(std::io::Error),
+}
+
+const ROUTE_FILE: &str = "route.json";
+
+/// The route as the operator last set it; survives restarts and wins over
+/// the configuration file's initial values.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Route {
+    pub primary: ClusterName,
+    pub mirror: MirrorMode,
 }
 
 /// Which listener a client connected to.
@@ -45,6 +61,9 @@ pub struct Shared {
     pub config: Config,
     pub brokers: BrokerRegistry,
     pub metrics: Metrics,
+    /// Present when a second cluster is configured.
+    pub mirror: Option<Arc<Mirror>>,
+    state: StateDir,
     primary: RwLock<ClusterName>,
     versions: RwLock<HashMap<ClusterName, ApiRanges>>,
     shutdown: CancellationToken,
@@ -55,6 +74,29 @@ pub struct Shared {
 impl Shared {
     pub fn primary(&self) -> ClusterName {
         *self.primary.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn route(&self) -> Route {
+        Route {
+            primary: self.primary(),
+            mirror: self.mirror.as_ref().map_or(MirrorMode::Off, |m| m.mode()),
+        }
+    }
+
+    /// Switches mirror mode and persists the route.
+    pub fn set_mirror_mode(&self, mode: MirrorMode) -> Result<Route, String> {
+        let Some(mirror) = self.mirror.as_ref() else {
+            return Err("mirroring needs [clusters.b] in the configuration".into());
+        };
+        let before = mirror.mode();
+        mirror.set_mode(mode);
+        let route = self.route();
+        if let Err(e) = self.state.store(ROUTE_FILE, &route) {
+            mirror.set_mode(before);
+            return Err(format!("cannot persist the route: {e}"));
+        }
+        tracing::info!(from = ?before, to = ?mode, target = %mirror.target(), "mirror mode changed");
+        Ok(route)
     }
 
     pub fn learn_versions(&self, cluster: ClusterName, ranges: &ApiRanges) {
@@ -167,19 +209,56 @@ impl Proxy {
             source,
         })?;
         let state = StateDir::open(&config.state.dir)?;
+        let route: Route = state.load(ROUTE_FILE)?.unwrap_or(Route {
+            primary: config.route.primary,
+            mirror: config.route.mirror,
+        });
+        let shutdown = CancellationToken::new();
+        let mirror = match config.cluster(route.primary.other()) {
+            Some(target) => {
+                let timeout = config.upstream.request_timeout();
+                let source_config = config.cluster(route.primary).expect("primary is configured");
+                let source = Arc::new(ClusterClient::new(
+                    route.primary,
+                    source_config.bootstrap_addrs(),
+                    timeout,
+                ));
+                let client = Arc::new(ClusterClient::new(
+                    route.primary.other(),
+                    target.bootstrap_addrs(),
+                    timeout,
+                ));
+                let translation = TranslationTable::open(
+                    state.path(),
+                    &format!("translation-{}-to-{}.log", route.primary, route.primary.other()),
+                )
+                .map_err(StartError::Translation)?;
+                Some(Mirror::new(
+                    source,
+                    client,
+                    route.mirror,
+                    Arc::new(translation),
+                    Duration::from_millis(config.mirror.gap_timeout_ms),
+                    shutdown.clone(),
+                ))
+            }
+            None => None,
+        };
         let brokers = BrokerRegistry::open(
-            state,
+            state.clone(),
             bootstrap_addr.ip(),
             &config.listen.advertised_host,
             config.listen.node_port_base,
         )?;
         let shared = Arc::new(Shared {
-            primary: RwLock::new(config.route.primary),
+            primary: RwLock::new(route.primary),
             config,
             brokers,
             metrics: Metrics::new(),
+            mirror,
+            state,
             versions: RwLock::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
+            shutdown,
             sessions: TaskTracker::new(),
             next_bootstrap: AtomicUsize::new(0),
         });

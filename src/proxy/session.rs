@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-use super::{upstream, Shared, Target};
+use super::{produce, upstream, Shared, Target};
 use crate::config::ClusterName;
 use crate::error::SessionError;
 use crate::protocol::frame::{Frame, FrameCodec, FrameError, LENGTH_PREFIX};
@@ -39,6 +39,7 @@ enum Pending {
     Upstream {
         header: RequestHeaderPeek,
         rewrite: Option<ResponseRewrite>,
+        mirror: Option<Box<produce::MirrorWork>>,
         sent_at: Instant,
         /// Time the broker may legitimately hold the request (fetch long
         /// poll, rebalance), on top of the request timeout.
@@ -166,8 +167,9 @@ async fn forward_requests(
             }
         }
         if step.forward {
+            let bytes = step.replacement.as_ref().unwrap_or(frame.wire_bytes());
             upstream
-                .write_all(frame.wire_bytes())
+                .write_all(bytes)
                 .await
                 .map_err(|e| connection.upstream_io(e))?;
         }
@@ -182,6 +184,8 @@ async fn forward_requests(
 /// What to do with one client frame.
 struct Step {
     forward: bool,
+    /// Bytes to send instead of the client's frame.
+    replacement: Option<Bytes>,
     pending: Option<Pending>,
 }
 
@@ -205,6 +209,7 @@ impl Connection {
                 _ => {
                     return Ok(Step {
                         forward: true,
+                        replacement: None,
                         pending: Some(Pending::RawToken {
                             sent_at: Instant::now(),
                         }),
@@ -224,6 +229,7 @@ impl Connection {
                 // What a broker does: answer in v0 with the versions it has.
                 return Ok(Step {
                     forward: false,
+                    replacement: None,
                     pending: Some(Pending::Local(local_response(
                         header.correlation_id,
                         &api_versions::unsupported_version_response(theirs),
@@ -245,21 +251,46 @@ impl Connection {
         if rewrite.is_some() && api != ApiKey::Produce {
             validate_request_body(payload, &header)?;
         }
-        let bad_body = |e: header::PeekError| SessionError::BadRequest(e.to_string());
-        let (expects_response, held_for_ms) = match api {
-            ApiKey::Produce => (header::produce_acks(payload, &header).map_err(bad_body)? != 0, 0),
-            ApiKey::Fetch => (true, header::fetch_max_wait_ms(payload, &header).map_err(bad_body)?),
-            ApiKey::JoinGroup => (true, header::join_group_wait_ms(payload, &header).map_err(bad_body)?),
-            _ => (true, 0),
-        };
         if let Some(metrics) = self.shared.metrics.api(api) {
             metrics.requests.increment(1);
         }
+        let bad_body = |e: header::PeekError| SessionError::BadRequest(e.to_string());
+        let (expects_response, held_for_ms, replacement, mirror) = match api {
+            ApiKey::Produce => match produce::plan(&self.shared, frame, &header)? {
+                produce::ProducePlan::Reject(answer) => {
+                    return Ok(Step {
+                        forward: false,
+                        replacement: None,
+                        pending: Some(Pending::Local(answer)),
+                    })
+                }
+                produce::ProducePlan::Forward {
+                    frame,
+                    mirror,
+                    expects_response,
+                } => (expects_response, 0, frame, mirror),
+            },
+            ApiKey::Fetch => (
+                true,
+                header::fetch_max_wait_ms(payload, &header).map_err(bad_body)?,
+                None,
+                None,
+            ),
+            ApiKey::JoinGroup => (
+                true,
+                header::join_group_wait_ms(payload, &header).map_err(bad_body)?,
+                None,
+                None,
+            ),
+            _ => (true, 0, None, None),
+        };
         Ok(Step {
             forward: true,
+            replacement,
             pending: expects_response.then(|| Pending::Upstream {
                 header,
                 rewrite,
+                mirror,
                 sent_at: Instant::now(),
                 held_for: Duration::from_millis(held_for_ms.max(0) as u64),
             }),
@@ -338,6 +369,7 @@ async fn return_responses(
             Pending::Upstream {
                 header,
                 rewrite,
+                mirror,
                 sent_at,
                 held_for,
             } => {
@@ -371,6 +403,14 @@ async fn return_responses(
                 {
                     connection.sasl_raw.store(true, Ordering::Release);
                 }
+                if let Some(work) = mirror {
+                    let swallow = work.swallow;
+                    match produce::complete(shared, &header, &frame, *work, connection.cluster).await? {
+                        Some(answer) => answer,
+                        None if swallow => continue,
+                        None => frame.wire_bytes().clone(),
+                    }
+                } else {
                 match rewrite {
                     None => frame.wire_bytes().clone(),
                     Some(kind) => {
@@ -393,6 +433,7 @@ async fn return_responses(
                             }
                         }
                     }
+                }
                 }
             }
         };

@@ -151,7 +151,8 @@ fn decode_body<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, Rewrite
     Ok(message)
 }
 
-fn encode<M: Encodable>(
+/// Encodes a response frame, length prefix included.
+pub fn encode<M: Encodable>(
     header: &ResponseHeader,
     header_version: i16,
     body: &M,

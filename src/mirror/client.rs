@@ -1,0 +1,436 @@
+//! switchyard's own client for the mirror cluster: metadata, producer ids,
+//! produce, topic creation. One pipelined connection per broker.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{
+    encode_request_header_into_buffer, Decodable, Encodable, HeaderVersion, Message, StrBytes,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Mutex as AsyncMutex};
+use tokio_util::codec::FramedRead;
+
+use crate::config::ClusterName;
+use crate::protocol::frame::FrameCodec;
+
+/// Versions the mirror speaks: old enough for any Kafka 2.x broker and the
+/// in-process test clusters, new enough for idempotent v2 batches.
+const METADATA_VERSION: i16 = 4;
+const PRODUCE_VERSION: i16 = 7;
+const INIT_PRODUCER_ID_VERSION: i16 = 1;
+const CREATE_TOPICS_VERSION: i16 = 4;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("cluster {cluster}: cannot reach {addr}: {reason}")]
+    Connect {
+        cluster: ClusterName,
+        addr: String,
+        reason: String,
+    },
+    #[error("cluster {cluster}: broker {addr}: {reason}")]
+    Broker {
+        cluster: ClusterName,
+        addr: String,
+        reason: String,
+    },
+    #[error("cluster {cluster}: no answer from {addr} within {0:?}", .timeout)]
+    Timeout {
+        cluster: ClusterName,
+        addr: String,
+        timeout: Duration,
+    },
+    #[error("cluster {cluster}: no leader known for {topic}-{partition}")]
+    NoLeader {
+        cluster: ClusterName,
+        topic: String,
+        partition: i32,
+    },
+}
+
+type Waiter = oneshot::Sender<Result<Bytes, ClientError>>;
+
+/// One pipelined connection: requests written in order, answers matched in
+/// order (Kafka answers each connection's requests in the order sent).
+struct BrokerConnection {
+    addr: String,
+    writer: AsyncMutex<OwnedWriteHalf>,
+    waiting: Arc<Mutex<VecDeque<(i32, Waiter)>>>,
+    next_correlation: AtomicI32,
+    broken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BrokerConnection {
+    async fn open(
+        cluster: ClusterName,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<BrokerConnection, ClientError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                cluster,
+                addr: addr.to_owned(),
+                timeout,
+            })?
+            .map_err(|e| ClientError::Connect {
+                cluster,
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let waiting: Arc<Mutex<VecDeque<(i32, Waiter)>>> = Arc::default();
+        let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader_waiting = waiting.clone();
+        let reader_broken = broken.clone();
+        let reader_addr = addr.to_owned();
+        tokio::spawn(async move {
+            let mut frames = FramedRead::new(read, FrameCodec::new(i32::MAX as usize));
+            let reason = loop {
+                match frames.next().await {
+                    Some(Ok(frame)) => {
+                        let payload = frame.payload_bytes();
+                        let correlation = payload
+                            .get(..4)
+                            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                        let next = reader_waiting
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .pop_front();
+                        match next {
+                            Some((expected, waiter)) if Some(expected) == correlation => {
+                                let _ = waiter.send(Ok(payload));
+                            }
+                            Some((expected, waiter)) => {
+                                let reason = format!(
+                                    "answered correlation id {correlation:?}, expected {expected}"
+                                );
+                                let _ = waiter.send(Err(ClientError::Broker {
+                                    cluster,
+                                    addr: reader_addr.clone(),
+                                    reason: reason.clone(),
+                                }));
+                                break reason;
+                            }
+                            None => break "answered a request never sent".to_owned(),
+                        }
+                    }
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "closed the connection".to_owned(),
+                }
+            };
+            reader_broken.store(true, Ordering::Release);
+            let mut waiting = reader_waiting.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, waiter) in waiting.drain(..) {
+                let _ = waiter.send(Err(ClientError::Broker {
+                    cluster,
+                    addr: reader_addr.clone(),
+                    reason: reason.clone(),
+                }));
+            }
+        });
+        Ok(BrokerConnection {
+            addr: addr.to_owned(),
+            writer: AsyncMutex::new(write),
+            waiting,
+            next_correlation: AtomicI32::new(1),
+            broken,
+        })
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    async fn call(
+        &self,
+        cluster: ClusterName,
+        api: ApiKey,
+        version: i16,
+        body: &impl Encodable,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let broker_error = |reason: String| ClientError::Broker {
+            cluster,
+            addr: self.addr.clone(),
+            reason,
+        };
+        let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("switchyard-mirror")));
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0; 4]);
+        encode_request_header_into_buffer(&mut frame, &header)
+            .and_then(|_| body.encode(&mut frame, version))
+            .map_err(|e| broker_error(format!("cannot encode {api:?}: {e}")))?;
+        let len = (frame.len() - 4) as u32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        let (tx, rx) = oneshot::channel();
+        {
+            // The writer lock orders the queue entry and the bytes alike.
+            let mut writer = self.writer.lock().await;
+            self.waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back((correlation_id, tx));
+            if let Err(e) = writer.write_all(&frame).await {
+                self.broken.store(true, Ordering::Release);
+                return Err(broker_error(e.to_string()));
+            }
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(broker_error("connection task ended".into())),
+            Err(_) => {
+                self.broken.store(true, Ordering::Release);
+                Err(ClientError::Timeout {
+                    cluster,
+                    addr: self.addr.clone(),
+                    timeout,
+                })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Metadata {
+    brokers: HashMap<i32, String>,
+    leaders: HashMap<(String, i32), i32>,
+    partition_counts: HashMap<String, usize>,
+}
+
+/// A partition's leader, as far as the mirror cluster last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicState {
+    Exists { partitions: usize },
+    Missing,
+}
+
+pub struct ClusterClient {
+    cluster: ClusterName,
+    bootstrap: Vec<String>,
+    timeout: Duration,
+    metadata: Mutex<Metadata>,
+    connections: AsyncMutex<HashMap<String, Arc<BrokerConnection>>>,
+}
+
+impl ClusterClient {
+    pub fn new(cluster: ClusterName, bootstrap: Vec<String>, timeout: Duration) -> ClusterClient {
+        ClusterClient {
+            cluster,
+            bootstrap,
+            timeout,
+            metadata: Mutex::new(Metadata::default()),
+            connections: AsyncMutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn cluster(&self) -> ClusterName {
+        self.cluster
+    }
+
+    async fn connection(&self, addr: &str) -> Result<Arc<BrokerConnection>, ClientError> {
+        let mut connections = self.connections.lock().await;
+        if let Some(existing) = connections.get(addr) {
+            if !existing.is_broken() {
+                return Ok(existing.clone());
+            }
+        }
+        let connection = Arc::new(BrokerConnection::open(self.cluster, addr, self.timeout).await?);
+        connections.insert(addr.to_owned(), connection.clone());
+        Ok(connection)
+    }
+
+    async fn call_any<Req, Resp>(&self, api: ApiKey, version: i16, body: &Req) -> Result<Resp, ClientError>
+    where
+        Req: Encodable,
+        Resp: Decodable + Message + HeaderVersion,
+    {
+        let known: Vec<String> = {
+            let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+            metadata.brokers.values().cloned().collect()
+        };
+        let mut last = None;
+        for addr in self.bootstrap.iter().chain(known.iter()) {
+            match self.call_at::<Req, Resp>(addr, api, version, body).await {
+                Ok(response) => return Ok(response),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Connect {
+            cluster: self.cluster,
+            addr: String::new(),
+            reason: "no bootstrap address".into(),
+        }))
+    }
+
+    async fn call_at<Req, Resp>(
+        &self,
+        addr: &str,
+        api: ApiKey,
+        version: i16,
+        body: &Req,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Encodable,
+        Resp: Decodable + Message + HeaderVersion,
+    {
+        let connection = self.connection(addr).await?;
+        let payload = connection
+            .call(self.cluster, api, version, body, self.timeout)
+            .await?;
+        let mut buf = payload;
+        let decoded = ResponseHeader::decode(&mut buf, Resp::header_version(version))
+            .and_then(|_| Resp::decode(&mut buf, version));
+        decoded.map_err(|e| ClientError::Broker {
+            cluster: self.cluster,
+            addr: addr.to_owned(),
+            reason: format!("undecodable {api:?} answer: {e}"),
+        })
+    }
+
+    /// Refreshes leaders and partition counts for `topics`.
+    pub async fn refresh(&self, topics: &[String]) -> Result<HashMap<String, TopicState>, ClientError> {
+        let request = MetadataRequest::default().with_topics(Some(
+            topics
+                .iter()
+                .map(|t| {
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                })
+                .collect(),
+        ));
+        let response: MetadataResponse = self
+            .call_any(ApiKey::Metadata, METADATA_VERSION, &request)
+            .await?;
+        let mut states = HashMap::new();
+        let mut metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        for broker in &response.brokers {
+            metadata
+                .brokers
+                .insert(broker.node_id.0, format!("{}:{}", broker.host, broker.port));
+        }
+        for topic in &response.topics {
+            let Some(name) = topic.name.as_ref().map(|n| n.0.to_string()) else { continue };
+            if topic.error_code != 0 || topic.partitions.is_empty() {
+                states.insert(name, TopicState::Missing);
+                continue;
+            }
+            for partition in &topic.partitions {
+                metadata
+                    .leaders
+                    .insert((name.clone(), partition.partition_index), partition.leader_id.0);
+            }
+            metadata
+                .partition_counts
+                .insert(name.clone(), topic.partitions.len());
+            states.insert(
+                name,
+                TopicState::Exists {
+                    partitions: topic.partitions.len(),
+                },
+            );
+        }
+        Ok(states)
+    }
+
+    fn leader_addr(&self, topic: &str, partition: i32) -> Option<String> {
+        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        let leader = metadata.leaders.get(&(topic.to_owned(), partition))?;
+        metadata.brokers.get(leader).cloned()
+    }
+
+    /// A fresh idempotent producer id on this cluster.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+            .with_producer_epoch(-1);
+        let response: InitProducerIdResponse = self
+            .call_any(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION, &request)
+            .await?;
+        if response.error_code != 0 {
+            return Err(ClientError::Broker {
+                cluster: self.cluster,
+                addr: String::new(),
+                reason: format!("InitProducerId failed with error {}", response.error_code),
+            });
+        }
+        Ok((response.producer_id.0, response.producer_epoch))
+    }
+
+    /// Writes `records` (v2 batches) to a partition's leader with acks=all.
+    /// Returns (error code, base offset).
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+    ) -> Result<(i16, i64), ClientError> {
+        let addr = self
+            .leader_addr(topic, partition)
+            .ok_or_else(|| ClientError::NoLeader {
+                cluster: self.cluster,
+                topic: topic.to_owned(),
+                partition,
+            })?;
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(self.timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_topic_data(vec![kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ])]);
+        let response: ProduceResponse = self
+            .call_at(&addr, ApiKey::Produce, PRODUCE_VERSION, &request)
+            .await?;
+        let answer = response
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter())
+            .find(|p| p.index == partition)
+            .ok_or_else(|| ClientError::Broker {
+                cluster: self.cluster,
+                addr: addr.clone(),
+                reason: format!("Produce answer lacks {topic}-{partition}"),
+            })?;
+        Ok((answer.error_code, answer.base_offset))
+    }
+
+    /// Creates `topic` with `partitions` partitions (replication factor
+    /// chosen by the cluster). Returns the error code (0, or 36 when it
+    /// already exists, count as success).
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<i16, ClientError> {
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(-1)]);
+        let response: CreateTopicsResponse = self
+            .call_any(ApiKey::CreateTopics, CREATE_TOPICS_VERSION, &request)
+            .await?;
+        Ok(response.topics.first().map_or(-1, |t| t.error_code))
+    }
+}

@@ -1,0 +1,511 @@
+//! Mirror mode: every batch the primary acknowledges is written to the
+//! other cluster too, per partition in the primary's offset order, under a
+//! switchyard-owned idempotent producer id, and the offset correspondence is
+//! recorded.
+
+pub mod client;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ClusterName, MirrorMode};
+use crate::protocol::batch::{self, BatchHeader};
+use crate::translate::{Segment, TranslationTable};
+use client::{ClientError, ClusterClient, TopicState};
+
+/// Error codes after which the mirror refreshes metadata and retries.
+const RETRIABLE: &[i16] = &[3, 5, 6, 7, 13, 19, 20, 56];
+const OUT_OF_ORDER_SEQUENCE: i16 = 45;
+const DUPLICATE_SEQUENCE: i16 = 46;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const UNKNOWN_PRODUCER_ID: i16 = 59;
+
+/// What happened to a submitted batch.
+pub type Outcome = Result<(), String>;
+
+struct Submission {
+    a_base: i64,
+    batches: Vec<Bytes>,
+    bytes: u64,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
+/// Live numbers of one partition's mirror, for status and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionStatus {
+    pub lag_records: i64,
+    pub lag_bytes: u64,
+    pub mirrored_batches: u64,
+    pub retries: u64,
+    pub divergent_records: i64,
+    /// Batches the primary acknowledged after later ones had been mirrored.
+    pub late_batches: u64,
+    pub first_mirrored_offset: Option<i64>,
+    pub next_offset: Option<i64>,
+    pub last_error: Option<String>,
+    pub topic_missing: bool,
+}
+
+pub struct Mirror {
+    target: ClusterName,
+    client: Arc<ClusterClient>,
+    source: Arc<ClusterClient>,
+    mode: Mutex<MirrorMode>,
+    queues: Mutex<HashMap<(String, i32), mpsc::UnboundedSender<Submission>>>,
+    producers: tokio::sync::Mutex<HashMap<(i64, i16), (i64, i16)>>,
+    translation: Arc<TranslationTable>,
+    status: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
+    gap_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Mirror {
+    pub fn new(
+        source: Arc<ClusterClient>,
+        client: Arc<ClusterClient>,
+        mode: MirrorMode,
+        translation: Arc<TranslationTable>,
+        gap_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Arc<Mirror> {
+        let mirror = Arc::new(Mirror {
+            target: client.cluster(),
+            client,
+            source,
+            mode: Mutex::new(mode),
+            queues: Mutex::new(HashMap::new()),
+            producers: tokio::sync::Mutex::new(HashMap::new()),
+            translation: translation.clone(),
+            status: Mutex::new(BTreeMap::new()),
+            gap_timeout,
+            shutdown: shutdown.clone(),
+        });
+        // Segments reach the disk within 100 ms of being learned.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = shutdown.cancelled() => { let _ = translation.sync(); return; }
+                }
+                if let Err(e) = translation.sync() {
+                    tracing::error!(error = %e, "cannot sync the translation log");
+                }
+            }
+        });
+        mirror
+    }
+
+    pub fn target(&self) -> ClusterName {
+        self.target
+    }
+
+    pub fn mode(&self) -> MirrorMode {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_mode(&self, mode: MirrorMode) {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
+    }
+
+    pub fn translation(&self) -> &TranslationTable {
+        &self.translation
+    }
+
+    pub fn status(&self) -> BTreeMap<(String, i32), PartitionStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update_status(&self, topic: &str, partition: i32, f: impl FnOnce(&mut PartitionStatus)) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        f(status.entry((topic.to_owned(), partition)).or_default());
+    }
+
+    /// Queues the batches the primary acknowledged at `a_base` for the
+    /// mirror; the receiver learns when the mirror cluster has them.
+    pub fn submit(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        a_base: i64,
+        batches: Vec<Bytes>,
+    ) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let bytes = batches.iter().map(|b| b.len() as u64).sum();
+        let records: i64 = batches
+            .iter()
+            .filter_map(|b| batch::read_header(b).ok())
+            .map(|h| h.offset_count())
+            .sum();
+        self.update_status(topic, partition, |s| {
+            s.lag_records += records;
+            s.lag_bytes += bytes;
+        });
+        let submission = Submission {
+            a_base,
+            batches,
+            bytes,
+            waiters: vec![tx],
+        };
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = queues
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| {
+                let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+                let worker = PartitionWorker {
+                    mirror: self.clone(),
+                    topic: topic.to_owned(),
+                    partition,
+                    next_a: None,
+                    pending: BTreeMap::new(),
+                    first_sequence: HashMap::new(),
+                    own_sequence: 0,
+                };
+                tokio::spawn(worker.run(queue_rx));
+                queue_tx
+            });
+        if let Err(mpsc::error::SendError(submission)) = queue.send(submission) {
+            for waiter in submission.waiters {
+                let _ = waiter.send(Err("mirror worker stopped".into()));
+            }
+        }
+        rx
+    }
+
+    /// The mirror cluster's producer id standing for a client's (id, epoch);
+    /// `None` asks for the mirror's own id for non-idempotent batches.
+    async fn mirror_producer(&self, client: Option<(i64, i16)>) -> Result<(i64, i16), ClientError> {
+        let key = client.unwrap_or((-1, -1));
+        let mut producers = self.producers.lock().await;
+        if let Some(mapped) = producers.get(&key) {
+            return Ok(*mapped);
+        }
+        let mapped = self.client.init_producer_id().await?;
+        tracing::info!(cluster = %self.target, client = ?client, mirror = ?mapped, "mapped producer id");
+        producers.insert(key, mapped);
+        Ok(mapped)
+    }
+
+    async fn forget_producer(&self, client: Option<(i64, i16)>) {
+        self.producers.lock().await.remove(&client.unwrap_or((-1, -1)));
+    }
+
+    /// Makes sure the topic exists in the mirror cluster, creating it with
+    /// the primary's partition count where the cluster allows.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), String> {
+        let topics = [topic.to_owned()];
+        let state = self.client.refresh(&topics).await.map_err(|e| e.to_string())?;
+        if state.get(topic) != Some(&TopicState::Missing) {
+            return Ok(());
+        }
+        let partitions = match self.source.refresh(&topics).await {
+            Ok(s) => match s.get(topic) {
+                Some(TopicState::Exists { partitions }) => *partitions as i32,
+                _ => return Err(format!("topic {topic} is unknown in the primary too")),
+            },
+            Err(e) => return Err(format!("cannot read {topic} in the primary: {e}")),
+        };
+        match self.client.create_topic(topic, partitions).await {
+            Ok(0) | Ok(36) => {
+                tracing::info!(cluster = %self.target, topic, partitions, "created topic in mirror cluster");
+                let _ = self.client.refresh(&topics).await;
+                Ok(())
+            }
+            Ok(code) => Err(format!(
+                "topic {topic} is missing in cluster {} and CreateTopics failed with error {code}",
+                self.target
+            )),
+            Err(e) => Err(format!(
+                "topic {topic} is missing in cluster {} and it cannot be created: {e}",
+                self.target
+            )),
+        }
+    }
+}
+
+struct PartitionWorker {
+    mirror: Arc<Mirror>,
+    topic: String,
+    partition: i32,
+    /// The primary offset the next mirrored batch must start at.
+    next_a: Option<i64>,
+    pending: BTreeMap<i64, Submission>,
+    /// First sequence seen per client producer on this partition: the
+    /// mirror's producer starts at 0, so sequences are shifted by it.
+    first_sequence: HashMap<(i64, i16), i32>,
+    own_sequence: i32,
+}
+
+impl PartitionWorker {
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Submission>) {
+        loop {
+            if self.pending.is_empty() {
+                tokio::select! {
+                    received = queue.recv() => match received {
+                        Some(s) => self.take(s),
+                        None => return,
+                    },
+                    _ = self.mirror.shutdown.cancelled() => return,
+                }
+            }
+            while let Ok(s) = queue.try_recv() {
+                self.take(s);
+            }
+            if self.next_a.is_none() {
+                // Mirroring starts here: batches acknowledged on several
+                // connections at once may reach the proxy in any order, so
+                // collect for a moment and start from the lowest offset.
+                self.settle(&mut queue).await;
+            }
+            let Some((&a_base, _)) = self.pending.first_key_value() else { continue };
+            if let Some(next) = self.next_a {
+                if a_base < next {
+                    let mirrored = self
+                        .mirror
+                        .translation
+                        .partition(&self.topic, self.partition)
+                        .is_some_and(|p| p.contains_a(a_base));
+                    if mirrored {
+                        // A client retry of a batch already mirrored.
+                        let done = self.pending.remove(&a_base).expect("present");
+                        self.finish(done, Ok(()), 0);
+                        continue;
+                    }
+                    // Acknowledged by the primary long after its successors:
+                    // written late rather than never.
+                    tracing::warn!(topic = %self.topic, partition = self.partition, a_base, next,
+                        "batch reached the mirror after later ones; written out of order");
+                    self.mirror
+                        .update_status(&self.topic, self.partition, |s| s.late_batches += 1);
+                    let submission = self.pending.remove(&a_base).expect("present");
+                    let records = self.ship(&submission).await;
+                    self.finish(submission, Ok(()), records);
+                    continue;
+                }
+                if a_base > next && !self.wait_for_gap(&mut queue, next).await {
+                    let skipped = a_base - next;
+                    tracing::warn!(topic = %self.topic, partition = self.partition, from = next, to = a_base,
+                        "records in the primary that did not pass through switchyard");
+                    self.mirror
+                        .update_status(&self.topic, self.partition, |s| s.divergent_records += skipped);
+                    self.next_a = Some(a_base);
+                }
+                if self.pending.first_key_value().map(|(k, _)| *k) != Some(a_base) {
+                    continue; // the gap was filled by an earlier batch
+                }
+            }
+            let submission = self.pending.remove(&a_base).expect("present");
+            let records = self.ship(&submission).await;
+            self.next_a = Some(a_base + records);
+            self.finish(submission, Ok(()), records);
+        }
+    }
+
+    fn take(&mut self, submission: Submission) {
+        match self.pending.get_mut(&submission.a_base) {
+            Some(existing) => {
+                // The same batch acknowledged twice (client retry): one write.
+                existing.waiters.extend(submission.waiters);
+                let records: i64 = submission
+                    .batches
+                    .iter()
+                    .filter_map(|b| batch::read_header(b).ok())
+                    .map(|h| h.offset_count())
+                    .sum();
+                self.mirror.update_status(&self.topic, self.partition, |s| {
+                    s.lag_records -= records;
+                    s.lag_bytes -= submission.bytes;
+                });
+            }
+            None => {
+                self.pending.insert(submission.a_base, submission);
+            }
+        }
+    }
+
+    async fn settle(&mut self, queue: &mut mpsc::UnboundedReceiver<Submission>) {
+        let deadline = Instant::now() + self.mirror.gap_timeout.min(Duration::from_millis(200));
+        while let Ok(Some(s)) = tokio::time::timeout_at(deadline.into(), queue.recv()).await {
+            self.take(s);
+        }
+    }
+
+    /// Waits (bounded) for the batch that starts at `next`; false when it
+    /// does not come.
+    async fn wait_for_gap(&mut self, queue: &mut mpsc::UnboundedReceiver<Submission>, next: i64) -> bool {
+        let deadline = Instant::now() + self.mirror.gap_timeout;
+        loop {
+            if self.pending.keys().next().is_some_and(|&k| k <= next) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline.into(), queue.recv()).await {
+                Ok(Some(s)) => self.take(s),
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
+    fn finish(&self, submission: Submission, outcome: Outcome, records: i64) {
+        let bytes = submission.bytes;
+        let counted: i64 = if records > 0 {
+            records
+        } else {
+            submission
+                .batches
+                .iter()
+                .filter_map(|b| batch::read_header(b).ok())
+                .map(|h| h.offset_count())
+                .sum()
+        };
+        self.mirror.update_status(&self.topic, self.partition, |s| {
+            s.lag_records -= counted;
+            s.lag_bytes -= bytes;
+            s.next_offset = self.next_a;
+        });
+        for waiter in submission.waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+
+    /// Writes every batch of a submission to the mirror cluster, retrying
+    /// until it is there. Returns the offsets the batches cover.
+    async fn ship(&mut self, submission: &Submission) -> i64 {
+        let mut a_offset = submission.a_base;
+        for raw in &submission.batches {
+            let Ok(header) = batch::read_header(raw) else { continue };
+            let b_base = self.ship_batch(raw, &header).await;
+            if let Some(b_base) = b_base {
+                let segment = Segment {
+                    a_start: a_offset,
+                    b_start: b_base,
+                    len: header.offset_count(),
+                };
+                if let Err(e) = self.mirror.translation.add(&self.topic, self.partition, segment) {
+                    tracing::error!(error = %e, "cannot record translation segment");
+                }
+                self.mirror.update_status(&self.topic, self.partition, |s| {
+                    s.mirrored_batches += 1;
+                    s.first_mirrored_offset.get_or_insert(a_offset);
+                    s.last_error = None;
+                    s.topic_missing = false;
+                });
+            }
+            a_offset += header.offset_count();
+        }
+        a_offset - submission.a_base
+    }
+
+    async fn ship_batch(&mut self, raw: &Bytes, header: &BatchHeader) -> Option<i64> {
+        let client_producer = header
+            .is_idempotent()
+            .then_some((header.producer_id, header.producer_epoch));
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = self.attempt(raw, header, client_producer).await;
+            let error = match attempt {
+                Ok(Attempt::Written(b_base)) => return Some(b_base),
+                Ok(Attempt::AlreadyThere) => return None,
+                Err(error) => error,
+            };
+            self.mirror.update_status(&self.topic, self.partition, |s| {
+                s.retries += 1;
+                s.last_error = Some(error.clone());
+            });
+            tracing::warn!(topic = %self.topic, partition = self.partition, %error, "mirror write failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.mirror.shutdown.cancelled() => return None,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn attempt(
+        &mut self,
+        raw: &Bytes,
+        header: &BatchHeader,
+        client_producer: Option<(i64, i16)>,
+    ) -> Result<Attempt, String> {
+        let (producer_id, epoch) = self
+            .mirror
+            .mirror_producer(client_producer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sequence = match client_producer {
+            Some(key) => {
+                let first = *self.first_sequence.entry(key).or_insert(header.base_sequence);
+                header.base_sequence.wrapping_sub(first)
+            }
+            None => self.own_sequence,
+        };
+        let stamped = batch::restamp(raw, producer_id, epoch, Some(sequence));
+        match self
+            .mirror
+            .client
+            .produce(&self.topic, self.partition, stamped)
+            .await
+        {
+            Ok((0, b_base)) => {
+                if client_producer.is_none() {
+                    self.own_sequence = self.own_sequence.wrapping_add(header.records_count);
+                }
+                Ok(Attempt::Written(b_base))
+            }
+            Ok((DUPLICATE_SEQUENCE, _)) => {
+                if client_producer.is_none() {
+                    self.own_sequence = self.own_sequence.wrapping_add(header.records_count);
+                }
+                Ok(Attempt::AlreadyThere)
+            }
+            Ok((code @ (OUT_OF_ORDER_SEQUENCE | INVALID_PRODUCER_EPOCH | UNKNOWN_PRODUCER_ID), _)) => {
+                // The mirror cluster lost or fenced our producer state: start
+                // a new producer id whose sequences begin at this batch.
+                self.mirror.forget_producer(client_producer).await;
+                match client_producer {
+                    Some(key) => {
+                        self.first_sequence.insert(key, header.base_sequence);
+                    }
+                    None => self.own_sequence = 0,
+                }
+                Err(format!("producer state rejected with error {code}; new producer id"))
+            }
+            Ok((3, _)) => {
+                let missing = self.mirror.ensure_topic(&self.topic).await;
+                if let Err(reason) = &missing {
+                    self.mirror
+                        .update_status(&self.topic, self.partition, |s| s.topic_missing = true);
+                    return Err(reason.clone());
+                }
+                Err("unknown topic or partition; metadata refreshed".into())
+            }
+            Ok((code, _)) if RETRIABLE.contains(&code) => {
+                let _ = self.mirror.client.refresh(&[self.topic.clone()]).await;
+                Err(format!("error {code}; metadata refreshed"))
+            }
+            Ok((code, _)) => Err(format!("mirror cluster refused the batch with error {code}")),
+            Err(ClientError::NoLeader { .. }) => {
+                let missing = self.mirror.ensure_topic(&self.topic).await;
+                if let Err(reason) = missing {
+                    self.mirror
+                        .update_status(&self.topic, self.partition, |s| s.topic_missing = true);
+                    return Err(reason);
+                }
+                Err(format!("no leader known for {}-{}", self.topic, self.partition))
+            }
+            Err(e) => {
+                let _ = self.mirror.client.refresh(&[self.topic.clone()]).await;
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Written(i64),
+    AlreadyThere,
+}

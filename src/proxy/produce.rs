@@ -1,0 +1,223 @@
+//! Produce in mirror mode: what the primary acknowledges is handed to the
+//! mirror, and in sync mode the client's acknowledgement waits for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseHeader};
+use kafka_protocol::protocol::Decodable;
+
+use super::Shared;
+use crate::config::MirrorMode;
+use crate::error::SessionError;
+use crate::mirror::Mirror;
+use crate::protocol::batch;
+use crate::protocol::frame::{Frame, LENGTH_PREFIX};
+use crate::protocol::header::{self, RequestHeaderPeek};
+use crate::rewrite;
+
+const REQUEST_TIMED_OUT: i16 = 7;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+
+pub(super) struct MirrorPart {
+    topic: String,
+    partition: i32,
+    batches: Vec<Bytes>,
+}
+
+/// The mirror's share of one Produce request.
+pub(super) struct MirrorWork {
+    mirror: Arc<Mirror>,
+    parts: Vec<MirrorPart>,
+    /// The client sent acks=0: the proxy asked for acks=1 to learn offsets,
+    /// and the answer is not passed on.
+    pub(super) swallow: bool,
+}
+
+pub(super) enum ProducePlan {
+    /// Forward (possibly a patched copy of) the frame.
+    Forward {
+        frame: Option<Bytes>,
+        mirror: Option<Box<MirrorWork>>,
+        expects_response: bool,
+    },
+    /// Answer locally without forwarding.
+    Reject(Bytes),
+}
+
+pub(super) fn plan(
+    shared: &Shared,
+    frame: &Frame,
+    header: &RequestHeaderPeek,
+) -> Result<ProducePlan, SessionError> {
+    let payload = frame.payload();
+    let (acks, acks_at) = header::produce_acks_at(payload, header)
+        .map_err(|e| SessionError::BadRequest(e.to_string()))?;
+    let mirror = match shared.mirror.as_ref() {
+        Some(mirror) if mirror.mode() != MirrorMode::Off => mirror.clone(),
+        _ => {
+            return Ok(ProducePlan::Forward {
+                frame: None,
+                mirror: None,
+                expects_response: acks != 0,
+            })
+        }
+    };
+    let mut body = frame.payload_bytes().slice(header.body_offset..);
+    let request = ProduceRequest::decode(&mut body, header.api_version).map_err(|e| {
+        SessionError::BadRequest(format!("Produce v{} body does not decode: {e:#}", header.api_version))
+    })?;
+    let mut parts = Vec::new();
+    let mut transactional = request.transactional_id.is_some();
+    for topic in &request.topic_data {
+        for partition in &topic.partition_data {
+            let Some(records) = partition.records.as_ref() else { continue };
+            // A batch that fails its checks is left to the primary to refuse.
+            let Ok(batches) = batch::split_batches(records) else { continue };
+            transactional |= batches
+                .iter()
+                .filter_map(|b| batch::read_header(b).ok())
+                .any(|h| h.is_transactional());
+            parts.push(MirrorPart {
+                topic: topic.name.0.to_string(),
+                partition: partition.index,
+                batches,
+            });
+        }
+    }
+    if transactional {
+        // Transaction markers are written by the primary's coordinator, not
+        // through Produce, so the mirror could not tell committed from
+        // aborted records: transactional producers are refused while
+        // mirroring, before anything is written.
+        shared.metrics.mirror_transactional_refused.increment(1);
+        tracing::warn!("refused a transactional Produce: mirroring does not carry transactions");
+        return Ok(ProducePlan::Reject(refuse_all(&request, header)?));
+    }
+    let patched = (acks == 0).then(|| {
+        let mut copy = BytesMut::from(&frame.wire_bytes()[..]);
+        let at = LENGTH_PREFIX + acks_at;
+        copy[at..at + 2].copy_from_slice(&1i16.to_be_bytes());
+        copy.freeze()
+    });
+    Ok(ProducePlan::Forward {
+        frame: patched,
+        mirror: Some(Box::new(MirrorWork {
+            mirror,
+            parts,
+            swallow: acks == 0,
+        })),
+        expects_response: true,
+    })
+}
+
+fn refuse_all(request: &ProduceRequest, header: &RequestHeaderPeek) -> Result<Bytes, SessionError> {
+    let response = ProduceResponse::default().with_responses(
+        request
+            .topic_data
+            .iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|p| {
+                                PartitionProduceResponse::default()
+                                    .with_index(p.index)
+                                    .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                                    .with_base_offset(-1)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+    let header_version = ApiKey::Produce.response_header_version(header.api_version);
+    rewrite::encode(&response_header, header_version, &response, header.api_version)
+        .map_err(|e| SessionError::BadRequest(format!("cannot build a Produce refusal: {e}")))
+}
+
+/// Hands what the primary acknowledged to the mirror; in sync mode waits
+/// for it, turning a mirror that does not confirm in time into a retriable
+/// error for the client. Returns the frame for the client, `None` when the
+/// client asked for no answer.
+pub(super) async fn complete(
+    shared: &Shared,
+    header: &RequestHeaderPeek,
+    frame: &Frame,
+    work: MirrorWork,
+    cluster: crate::config::ClusterName,
+) -> Result<Option<Bytes>, SessionError> {
+    let version = header.api_version;
+    let header_version = ApiKey::Produce.response_header_version(version);
+    let undecodable = |reason: String| SessionError::Rewrite {
+        cluster,
+        api: "Produce",
+        version,
+        reason,
+    };
+    let mut buf = frame.payload_bytes();
+    let response_header = ResponseHeader::decode(&mut buf, header_version)
+        .map_err(|e| undecodable(e.to_string()))?;
+    let mut response =
+        ProduceResponse::decode(&mut buf, version).map_err(|e| undecodable(e.to_string()))?;
+
+    let mut waits = Vec::new();
+    for part in work.parts {
+        let acknowledged = response
+            .responses
+            .iter()
+            .filter(|t| t.name.0.as_str() == part.topic)
+            .flat_map(|t| t.partition_responses.iter())
+            .find(|p| p.index == part.partition && p.error_code == 0 && p.base_offset >= 0);
+        if let Some(answer) = acknowledged {
+            let done = work
+                .mirror
+                .submit(&part.topic, part.partition, answer.base_offset, part.batches);
+            waits.push((part.topic, part.partition, done));
+        }
+    }
+    let mut changed = false;
+    if work.mirror.mode() == MirrorMode::Sync {
+        let bound = Duration::from_millis(shared.config.mirror.sync_timeout_ms);
+        let deadline = tokio::time::Instant::now() + bound;
+        for (topic, partition, done) in waits {
+            let confirmed = matches!(
+                tokio::time::timeout_at(deadline, done).await,
+                Ok(Ok(Ok(())))
+            );
+            if !confirmed {
+                shared.metrics.mirror_sync_timeouts.increment(1);
+                for p in response
+                    .responses
+                    .iter_mut()
+                    .filter(|t| t.name.0.as_str() == topic)
+                    .flat_map(|t| t.partition_responses.iter_mut())
+                    .filter(|p| p.index == partition)
+                {
+                    p.error_code = REQUEST_TIMED_OUT;
+                    changed = true;
+                }
+            }
+        }
+    }
+    if work.swallow {
+        return Ok(None);
+    }
+    if version >= 10 {
+        if let Some(hinted) = rewrite::brokers::produce_leader_hints(response.clone(), &shared.view(cluster)) {
+            response = hinted;
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(Some(frame.wire_bytes().clone()));
+    }
+    rewrite::encode(&response_header, header_version, &response, version)
+        .map(Some)
+        .map_err(|e| undecodable(e.to_string()))
+}

@@ -1,0 +1,184 @@
+//! Mirror mode: what cluster A acknowledges lands in cluster B too, in the
+//! same order, byte-equal, exactly once, with the offset correspondence known.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use switchyard::translate::Translated;
+
+const PARTITIONS: i32 = 4;
+
+/// Same records, same order, per partition; and the translation table maps
+/// every record of A to the same record in B.
+fn assert_mirrored(harness: &Harness, a: &Cluster, b: &Cluster, topic: &str) -> usize {
+    let in_a = read_cluster(&a.bootstrap_servers(), topic, PARTITIONS);
+    let in_b = read_cluster(&b.bootstrap_servers(), topic, PARTITIONS);
+    let mirror = harness.proxy.shared().mirror.as_ref().unwrap();
+    let mut total = 0;
+    for partition in 0..PARTITIONS {
+        let (left, right) = (&in_a[&partition], &in_b[&partition]);
+        let strip = |r: &StoredRecord| (r.key.clone(), r.value.clone(), r.headers.clone(), r.timestamp);
+        let left_content: Vec<_> = left.iter().map(strip).collect();
+        let right_content: Vec<_> = right.iter().map(strip).collect();
+        assert_eq!(left_content.len(), right_content.len(), "{topic}-{partition}: record count");
+        assert!(left_content == right_content, "{topic}-{partition}: records differ");
+        if left.is_empty() {
+            continue;
+        }
+        let segments = mirror
+            .translation()
+            .partition(topic, partition)
+            .unwrap_or_else(|| panic!("{topic}-{partition}: no translation"));
+        for (ra, rb) in left.iter().zip(right) {
+            assert_eq!(
+                segments.a_to_b(ra.offset),
+                Translated::Offset(rb.offset),
+                "{topic}-{partition}: A offset {} translates to B offset {}",
+                ra.offset,
+                rb.offset
+            );
+            assert_eq!(segments.b_to_a(rb.offset), Translated::Offset(ra.offset));
+        }
+        total += left.len();
+    }
+    total
+}
+
+async fn enable_sync(harness: &Harness) {
+    let (status, body) = http_post(harness.proxy.admin_addr(), "/mirror", r#"{"mode":"sync"}"#).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mirror_holds_the_same_records_in_the_same_order() {
+    let topics = [("orders", PARTITIONS), ("audit", PARTITIONS)];
+    let a = start_cluster(3, &topics).unwrap();
+    let b = start_cluster(3, &topics).unwrap();
+    let harness = start_proxy(&a, Some(&b)).await;
+    enable_sync(&harness).await;
+    let bootstrap = harness.bootstrap();
+
+    // Several producers at once, idempotent and not, compressed and not,
+    // all with headers; pipelining up to librdkafka's default in-flight.
+    let specs = vec![
+        ProduceSpec { idempotent: true, compression: "lz4", keys: 8, ..ProduceSpec::new("orders", 1500) },
+        ProduceSpec { idempotent: false, compression: "none", keys: 8, ..ProduceSpec::new("orders", 1500) },
+        ProduceSpec { idempotent: true, compression: "zstd", keys: 5, ..ProduceSpec::new("audit", 1000) },
+        ProduceSpec { idempotent: false, compression: "gzip", keys: 5, batch: 100, ..ProduceSpec::new("audit", 1000) },
+    ];
+    let mut tasks = Vec::new();
+    for (n, mut spec) in specs.into_iter().enumerate() {
+        // Distinct keys per producer, so per-key order checks stay meaningful.
+        spec.settings.push(("client.id".into(), format!("producer-{n}")));
+        let bootstrap = bootstrap.clone();
+        tasks.push(tokio::spawn(async move { workload::produce(&bootstrap, &spec).await }));
+    }
+    let mut acked = 0;
+    for task in tasks {
+        acked += task.await.unwrap().unwrap().len();
+    }
+    assert_eq!(acked, 5000);
+
+    assert_eq!(assert_mirrored(&harness, &a, &b, "orders"), 3000);
+    assert_eq!(assert_mirrored(&harness, &a, &b, "audit"), 2000);
+
+    let (_, status) = http_get(harness.proxy.admin_addr(), "/status").await;
+    let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(json["mirror"], "sync");
+    assert_eq!(json["mirroring"]["lag_records"], 0, "{status}");
+    assert_eq!(json["mirroring"]["divergent_records"], 0, "{status}");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_outage_loses_nothing_and_retries_duplicate_nothing() {
+    let a = start_cluster(3, &[("ledger", PARTITIONS)]).unwrap();
+    let b = start_cluster(3, &[("ledger", PARTITIONS)]).unwrap();
+    let harness = start_proxy_with(&a, Some(&b), |c| c.mirror.sync_timeout_ms = 1000).await;
+    enable_sync(&harness).await;
+    let bootstrap = harness.bootstrap();
+
+    // B refuses writes for a while: sync acknowledgements time out, clients
+    // retry, switchyard retries.
+    b.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 40]);
+    let spec = ProduceSpec {
+        idempotent: true,
+        keys: 8,
+        ..ProduceSpec::new("ledger", 2000)
+    }
+    .set("retries", "1000000")
+    .set("retry.backoff.ms", "100");
+    let acked = workload::produce(&bootstrap, &spec).await.unwrap();
+    assert_eq!(acked.len(), 2000);
+
+    // Then B's leader for every partition goes down and comes back.
+    for broker in 1..=3 {
+        b.broker_down(broker).unwrap();
+    }
+    let more = ProduceSpec {
+        idempotent: false,
+        keys: 8,
+        ..ProduceSpec::new("ledger", 300)
+    }
+    .set("retries", "1000000");
+    let producing = tokio::spawn({
+        let bootstrap = bootstrap.clone();
+        async move { workload::produce(&bootstrap, &more).await }
+    });
+    let admin = harness.proxy.admin_addr();
+    wait_until(Duration::from_secs(30), "the mirror to notice B is down", || async move {
+        let (_, metrics) = http_get(admin, "/metrics").await;
+        metric_value(&metrics, "switchyard_mirror_sync_timeouts_total", &[]) >= 1.0
+    })
+    .await;
+    for broker in 1..=3 {
+        b.broker_up(broker).unwrap();
+    }
+    let later = producing.await.unwrap().unwrap();
+    assert_eq!(later.len(), 300);
+
+    wait_until(Duration::from_secs(60), "mirror lag to reach zero", || async move {
+        let (_, status) = http_get(admin, "/status").await;
+        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        json["mirroring"]["lag_records"] == 0
+    })
+    .await;
+    // Exactly the records of A, once each, in order.
+    assert_eq!(assert_mirrored(&harness, &a, &b, "ledger"), 2300);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_admin_refuses_bad_requests_and_transactions_are_refused_while_mirroring() {
+    let a = start_cluster(3, &[("t", 1)]).unwrap();
+    let b = start_cluster(3, &[("t", 1)]).unwrap();
+    let harness = start_proxy(&a, Some(&b)).await;
+    let admin = harness.proxy.admin_addr();
+    let (status, body) = http_post(admin, "/mirror", r#"{"mode":"sideways"}"#).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("sideways"), "{body}");
+    let (status, body) = http_post(admin, "/mirror", "not json").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http_post(admin, "/mirror", r#"{"mode":"async"}"#).await;
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains("journal"), "{body}");
+    enable_sync(&harness).await;
+
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let producer: FutureProducer = workload::producer_config(&harness.bootstrap())
+        .set("transactional.id", "tx-1")
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    let sent = producer
+        .send(FutureRecord::to("t").key("k").payload("v"), Duration::from_secs(10))
+        .await;
+    assert!(sent.is_err(), "a transactional write is refused while mirroring");
+    let in_a = read_cluster(&a.bootstrap_servers(), "t", 1);
+    assert!(in_a[&0].is_empty(), "nothing was written to A either");
+    harness.stop().await;
+}
