@@ -199,3 +199,47 @@ async fn mirror_admin_refuses_bad_requests_and_transactions_are_refused_while_mi
     assert!(in_a[&0].is_empty(), "nothing was written to A either");
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_missing_in_the_mirror_is_reported_and_its_records_held() {
+    let a = start_cluster(3, &[("fresh", PARTITIONS)]).unwrap();
+    let b = start_cluster(3, &[]).unwrap();
+    let harness = start_proxy_with(&a, Some(&b), |c| c.mirror.sync_timeout_ms = 500).await;
+    enable_sync(&harness).await;
+    let admin = harness.proxy.admin_addr();
+    let spec = ProduceSpec {
+        idempotent: true,
+        keys: 4,
+        ..ProduceSpec::new("fresh", 200)
+    }
+    .set("retries", "1000000")
+    .set("message.timeout.ms", "120000");
+    let producing = tokio::spawn({
+        let bootstrap = harness.bootstrap();
+        async move { workload::produce(&bootstrap, &spec).await }
+    });
+    // B cannot create topics (no CreateTopics in this cluster): the status
+    // says the topic is missing, and the writes wait.
+    wait_until(Duration::from_secs(30), "status to report the missing topic", || async move {
+        let (_, status) = http_get(admin, "/status").await;
+        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        json["mirroring"]["partitions"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["topic_missing"] == true && p["lag_records"].as_i64() > Some(0)))
+    })
+    .await;
+    assert!(!producing.is_finished(), "sync producers wait while the mirror cannot write");
+    // The operator creates it; everything held reaches B.
+    b.create_topic("fresh", PARTITIONS, 3).unwrap();
+    let acked = producing.await.unwrap().unwrap();
+    assert_eq!(acked.len(), 200);
+    wait_until(Duration::from_secs(60), "mirror lag to reach zero", || async move {
+        let (_, status) = http_get(admin, "/status").await;
+        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        json["mirroring"]["lag_records"] == 0
+    })
+    .await;
+    let stored = assert_mirrored(&harness, &a, &b, "fresh");
+    assert!(stored >= 200);
+    harness.stop().await;
+}

@@ -308,7 +308,11 @@ impl ClusterClient {
 
     /// Refreshes leaders and partition counts for `topics`.
     pub async fn refresh(&self, topics: &[String]) -> Result<HashMap<String, TopicState>, ClientError> {
-        let request = MetadataRequest::default().with_topics(Some(
+        // Never let a metadata lookup auto-create a topic: it would get the
+        // cluster's default partition count, not the primary's.
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(
             topics
                 .iter()
                 .map(|t| {
