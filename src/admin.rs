@@ -101,12 +101,6 @@ async fn set_mirror(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) 
             )
         }
     };
-    if request.mode == crate::config::MirrorMode::Async {
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            "async mirroring needs the durable mirror journal, which this build does not have; use sync",
-        );
-    }
     match shared.set_mirror_mode(request.mode) {
         Ok(route) => Json(serde_json::json!({ "route": route })).into_response(),
         Err(reason) => error(StatusCode::CONFLICT, &reason),

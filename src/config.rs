@@ -340,12 +340,6 @@ impl Config {
                 "is \"b\" but [clusters.b] is not configured".into(),
             ));
         }
-        if self.route.mirror == MirrorMode::Async {
-            return Err(invalid(
-                "route.mirror",
-                "\"async\" needs the durable mirror journal, which this build does not have; use \"sync\"".into(),
-            ));
-        }
         if self.route.mirror != MirrorMode::Off && self.clusters.b.is_none() {
             return Err(invalid(
                 "route.mirror",

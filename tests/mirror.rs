@@ -179,9 +179,9 @@ async fn mirror_admin_refuses_bad_requests_and_transactions_are_refused_while_mi
     assert!(body.contains("sideways"), "{body}");
     let (status, body) = http_post(admin, "/mirror", "not json").await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = http_post(admin, "/mirror", r#"{"mode":"async"}"#).await;
-    assert_eq!(status, 501, "{body}");
-    assert!(body.contains("journal"), "{body}");
+    let (status, body) = http_post(admin, "/mirror", r#"{"mode":"async","extra":1}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("extra"), "{body}");
     enable_sync(&harness).await;
 
     use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -242,4 +242,56 @@ async fn a_topic_missing_in_the_mirror_is_reported_and_its_records_held() {
     let stored = assert_mirrored(&harness, &a, &b, "fresh");
     assert!(stored >= 200);
     harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_mirror_catches_up_from_its_journal_after_a_restart() {
+    let a = start_cluster(3, &[("events", PARTITIONS)]).unwrap();
+    let b = start_cluster(3, &[("events", PARTITIONS)]).unwrap();
+    let first = start_proxy(&a, Some(&b)).await;
+    let (status, body) = http_post(first.proxy.admin_addr(), "/mirror", r#"{"mode":"async"}"#).await;
+    assert_eq!(status, 200, "{body}");
+
+    // B is away: async acknowledgements do not wait for it.
+    for broker in 1..=3 {
+        b.broker_down(broker).unwrap();
+    }
+    let spec = ProduceSpec {
+        idempotent: true,
+        compression: "snappy",
+        keys: 8,
+        ..ProduceSpec::new("events", 1200)
+    };
+    let acked = workload::produce(&first.bootstrap(), &spec).await.unwrap();
+    assert_eq!(acked.len(), 1200, "acknowledged while the mirror cluster is down");
+    let (_, status) = http_get(first.proxy.admin_addr(), "/status").await;
+    let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(json["mirroring"]["lag_records"].as_i64().unwrap() > 0, "{status}");
+
+    // switchyard restarts with the records only in its journal.
+    let Harness { proxy, state } = first;
+    proxy.shutdown(Duration::from_secs(2)).await;
+    let config = loopback_config(&a.bootstrap_servers(), Some(&b.bootstrap_servers()), state.path());
+    let proxy = switchyard::Proxy::start(config).await.unwrap();
+    let second = Harness { proxy, state };
+    assert_eq!(
+        second.proxy.shared().route().mirror,
+        switchyard::config::MirrorMode::Async,
+        "the mirror mode survives the restart"
+    );
+    for broker in 1..=3 {
+        b.broker_up(broker).unwrap();
+    }
+    let admin = second.proxy.admin_addr();
+    wait_until(Duration::from_secs(60), "the journal to drain into B", || async move {
+        let (_, status) = http_get(admin, "/status").await;
+        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let partitions = json["mirroring"]["partitions"].as_array().cloned().unwrap_or_default();
+        json["mirroring"]["lag_records"] == 0
+            && partitions.iter().map(|p| p["translated_to"].as_i64().unwrap_or(0)
+                - p["translated_from"].as_i64().unwrap_or(0)).sum::<i64>() >= 1200
+    })
+    .await;
+    assert_eq!(assert_mirrored(&second, &a, &b, "events"), 1200);
+    second.stop().await;
 }

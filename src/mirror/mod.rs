@@ -4,6 +4,7 @@
 //! recorded.
 
 pub mod client;
+pub mod journal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use crate::config::{ClusterName, MirrorMode};
 use crate::protocol::batch::{self, BatchHeader};
 use crate::translate::{Segment, TranslationTable};
 use client::{ClientError, ClusterClient, TopicState};
+use journal::{Journal, JournalEntry};
 
 /// Error codes after which the mirror refreshes metadata and retries.
 const RETRIABLE: &[i16] = &[3, 5, 6, 7, 13, 19, 20, 56];
@@ -60,20 +62,33 @@ pub struct Mirror {
     queues: Mutex<HashMap<(String, i32), mpsc::UnboundedSender<Submission>>>,
     producers: tokio::sync::Mutex<HashMap<(i64, i16), (i64, i16)>>,
     translation: Arc<TranslationTable>,
+    journal: Journal,
     status: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     gap_timeout: Duration,
     shutdown: CancellationToken,
 }
 
 impl Mirror {
+    /// Starts the mirror; batches journaled before a restart and not yet in
+    /// the mirror cluster are queued again.
     pub fn new(
         source: Arc<ClusterClient>,
         client: Arc<ClusterClient>,
         mode: MirrorMode,
         translation: Arc<TranslationTable>,
+        journal_path: &std::path::Path,
         gap_timeout: Duration,
         shutdown: CancellationToken,
-    ) -> Arc<Mirror> {
+    ) -> std::io::Result<Arc<Mirror>> {
+        let unmirrored: Vec<JournalEntry> = journal::replay(journal_path)?
+            .into_iter()
+            .filter(|e| {
+                !translation
+                    .partition(&e.topic, e.partition)
+                    .is_some_and(|p| p.contains_a(e.a_base))
+            })
+            .collect();
+        let journal = Journal::open(journal_path, unmirrored.len())?;
         let mirror = Arc::new(Mirror {
             target: client.cluster(),
             client,
@@ -82,6 +97,7 @@ impl Mirror {
             queues: Mutex::new(HashMap::new()),
             producers: tokio::sync::Mutex::new(HashMap::new()),
             translation: translation.clone(),
+            journal,
             status: Mutex::new(BTreeMap::new()),
             gap_timeout,
             shutdown: shutdown.clone(),
@@ -98,7 +114,45 @@ impl Mirror {
                 }
             }
         });
-        mirror
+        if !unmirrored.is_empty() {
+            tracing::info!(batches = unmirrored.len(), "replaying the mirror journal");
+        }
+        for entry in unmirrored {
+            let done = mirror.submit(&entry.topic, entry.partition, entry.a_base, entry.batches);
+            let journal = mirror.journal.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(())) = done.await {
+                    journal.mirrored();
+                }
+            });
+        }
+        Ok(mirror)
+    }
+
+    /// Async mode: makes the batches durable in the journal, then queues
+    /// them; returns once the journal has them.
+    pub async fn journal_and_submit(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        a_base: i64,
+        batches: Vec<Bytes>,
+    ) -> std::io::Result<()> {
+        let entry = JournalEntry {
+            topic: topic.to_owned(),
+            partition,
+            a_base,
+            batches,
+        };
+        self.journal.append(&entry).await?;
+        let done = self.submit(topic, partition, a_base, entry.batches);
+        let journal = self.journal.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = done.await {
+                journal.mirrored();
+            }
+        });
+        Ok(())
     }
 
     pub fn target(&self) -> ClusterName {
@@ -244,6 +298,11 @@ struct PartitionWorker {
 impl PartitionWorker {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Submission>) {
         loop {
+            if self.mirror.shutdown.is_cancelled() {
+                // What is still queued stays in the journal (async) or was
+                // never confirmed to its client (sync).
+                return;
+            }
             if self.pending.is_empty() {
                 tokio::select! {
                     received = queue.recv() => match received {
@@ -406,6 +465,9 @@ impl PartitionWorker {
             .then_some((header.producer_id, header.producer_epoch));
         let mut backoff = Duration::from_millis(50);
         loop {
+            if self.mirror.shutdown.is_cancelled() {
+                return None;
+            }
             let attempt = self.attempt(raw, header, client_producer).await;
             let error = match attempt {
                 Ok(Attempt::Written(b_base)) => return Some(b_base),

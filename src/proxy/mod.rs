@@ -35,7 +35,7 @@ pub enum StartError {
     },
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("translation log: {0}")]
+    #[error("mirror state (translation log or journal): {0}")]
     Translation(std::io::Error),
 }
 
@@ -233,14 +233,23 @@ impl Proxy {
                     &format!("translation-{}-to-{}.log", route.primary, route.primary.other()),
                 )
                 .map_err(StartError::Translation)?;
-                Some(Mirror::new(
-                    source,
-                    client,
-                    route.mirror,
-                    Arc::new(translation),
-                    Duration::from_millis(config.mirror.gap_timeout_ms),
-                    shutdown.clone(),
-                ))
+                let journal = state.path().join(format!(
+                    "mirror-journal-{}-to-{}.log",
+                    route.primary,
+                    route.primary.other()
+                ));
+                Some(
+                    Mirror::new(
+                        source,
+                        client,
+                        route.mirror,
+                        Arc::new(translation),
+                        &journal,
+                        Duration::from_millis(config.mirror.gap_timeout_ms),
+                        shutdown.clone(),
+                    )
+                    .map_err(StartError::Translation)?,
+                )
             }
             None => None,
         };

@@ -166,23 +166,33 @@ pub(super) async fn complete(
     let mut response =
         ProduceResponse::decode(&mut buf, version).map_err(|e| undecodable(e.to_string()))?;
 
+    let mode = work.mirror.mode();
     let mut waits = Vec::new();
+    let mut unconfirmed = Vec::new();
     for part in work.parts {
         let acknowledged = response
             .responses
             .iter()
             .filter(|t| t.name.0.as_str() == part.topic)
             .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == part.partition && p.error_code == 0 && p.base_offset >= 0);
-        if let Some(answer) = acknowledged {
-            let done = work
+            .find(|p| p.index == part.partition && p.error_code == 0 && p.base_offset >= 0)
+            .map(|p| p.base_offset);
+        let Some(a_base) = acknowledged else { continue };
+        if mode == MirrorMode::Async {
+            let journaled = work
                 .mirror
-                .submit(&part.topic, part.partition, answer.base_offset, part.batches);
+                .journal_and_submit(&part.topic, part.partition, a_base, part.batches)
+                .await;
+            if let Err(e) = journaled {
+                tracing::error!(error = %e, "cannot write the mirror journal; the client will retry");
+                unconfirmed.push((part.topic, part.partition));
+            }
+        } else {
+            let done = work.mirror.submit(&part.topic, part.partition, a_base, part.batches);
             waits.push((part.topic, part.partition, done));
         }
     }
-    let mut changed = false;
-    if work.mirror.mode() == MirrorMode::Sync {
+    if mode == MirrorMode::Sync {
         let bound = Duration::from_millis(shared.config.mirror.sync_timeout_ms);
         let deadline = tokio::time::Instant::now() + bound;
         for (topic, partition, done) in waits {
@@ -192,17 +202,21 @@ pub(super) async fn complete(
             );
             if !confirmed {
                 shared.metrics.mirror_sync_timeouts.increment(1);
-                for p in response
-                    .responses
-                    .iter_mut()
-                    .filter(|t| t.name.0.as_str() == topic)
-                    .flat_map(|t| t.partition_responses.iter_mut())
-                    .filter(|p| p.index == partition)
-                {
-                    p.error_code = REQUEST_TIMED_OUT;
-                    changed = true;
-                }
+                unconfirmed.push((topic, partition));
             }
+        }
+    }
+    let mut changed = false;
+    for (topic, partition) in unconfirmed {
+        for p in response
+            .responses
+            .iter_mut()
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| t.partition_responses.iter_mut())
+            .filter(|p| p.index == partition)
+        {
+            p.error_code = REQUEST_TIMED_OUT;
+            changed = true;
         }
     }
     if work.swallow {
