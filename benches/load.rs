@@ -12,8 +12,9 @@
 //! 1. produce throughput: `ThreadedProducer`, linger.ms=5, batch.size=1000000,
 //!    acks=1, every record 1 KiB; timed from the first send to the last
 //!    delivery report.
-//! 2. consume throughput: a fresh consumer `assign()`ed to every partition
-//!    just produced, from the beginning, until every record has arrived.
+//! 2. consume throughput: a fresh consumer (metadata already fetched)
+//!    `assign()`ed to every partition just produced, from the beginning;
+//!    timed from `assign()` until every record has arrived.
 //! 3. produce latency: 2000 records/s, linger.ms=0, acks=1; per record the
 //!    time from `send` to its delivery report.
 //!
@@ -28,7 +29,13 @@
 //! producer mostly fills the 6 partitions of one topic, as it would with a
 //! single big topic. Every round gets its own cluster (and proxy), so memory
 //! stays bounded (≈ 2 × N KiB per round) and no round sees an older one's
-//! data.
+//! data. (librdkafka's limit counts message sets, i.e. batches, not records;
+//! `rd_kafka_mock_msgset_new` in rdkafka_mock.c.)
+//!
+//! With the default N a throughput run lasts only 0.1–0.5 s on a 2-core
+//! machine, so single rounds are noisy; `LOAD_RECORDS=1000000` (≈ 2 GB of
+//! mock-broker memory per round) gives steadier figures, especially for
+//! consume, where the proxy's cost grows with the size of Fetch responses.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -37,7 +44,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
@@ -198,6 +204,8 @@ struct Rate {
     records: usize,
     bytes: u64,
     seconds: f64,
+    /// Seconds until the first record arrived (consume only).
+    first_after: f64,
 }
 
 impl Rate {
@@ -248,6 +256,7 @@ fn produce_throughput(
         records,
         bytes: (records * RECORD_BYTES) as u64,
         seconds,
+        first_after: 0.0,
     })
 }
 
@@ -269,16 +278,24 @@ fn consume_throughput(bootstrap: &str, topics: &[String], records: usize) -> any
         }
     }
 
+    // Leaders known before assign(): otherwise librdkafka starts each
+    // partition's offset lookup on its internal broker, and moving it to the
+    // leader re-queues the lookup 500 ms later ("migrating to new broker"),
+    // a fixed stall that would swamp the transfer itself.
+    consumer.fetch_metadata(None, Duration::from_secs(10))?;
     let started = Instant::now();
     consumer.assign(&assignment)?;
     let deadline = started + Duration::from_secs(180);
-    let (mut count, mut bytes) = (0usize, 0u64);
+    let (mut count, mut bytes, mut first_after) = (0usize, 0u64, 0.0);
     while count < records {
         if Instant::now() > deadline {
             bail!("consumed only {count} of {records} records in 180 s");
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
+                if count == 0 {
+                    first_after = started.elapsed().as_secs_f64();
+                }
                 count += 1;
                 bytes += message.payload_len() as u64;
             }
@@ -291,6 +308,7 @@ fn consume_throughput(bootstrap: &str, topics: &[String], records: usize) -> any
         records: count,
         bytes,
         seconds,
+        first_after,
     })
 }
 
@@ -341,7 +359,10 @@ fn produce_latency(
             .unwrap_or_else(|p| p.into_inner()),
     );
     if failed > 0 || micros.len() != count {
-        bail!("latency run: {} of {count} acknowledged, {failed} failed", micros.len());
+        bail!(
+            "latency run: {} of {count} acknowledged, {failed} failed",
+            micros.len()
+        );
     }
     micros.sort_unstable();
     let pct = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize] as f64;
@@ -373,7 +394,7 @@ fn run_round(
 ) -> anyhow::Result<[Sample; 2]> {
     let cluster = start_cluster(BROKERS, &[])?;
     let topics_per_run = records.div_ceil(RECORDS_PER_TOPIC);
-    let paths = if round % 2 == 0 {
+    let paths = if round.is_multiple_of(2) {
         [Path::Direct, Path::Proxy]
     } else {
         [Path::Proxy, Path::Direct]
@@ -428,10 +449,11 @@ fn run_round(
         let rate = consume_throughput(&round_env.bootstrap(path), &topics(path), records)
             .with_context(|| format!("consume throughput, {p}"))?;
         eprintln!(
-            "  round {round} {p:>6}: consume {:8.1} MB/s {:9.0} rec/s ({:.2} s)",
+            "  round {round} {p:>6}: consume {:8.1} MB/s {:9.0} rec/s ({:.2} s, first record after {:.3} s)",
             rate.mb_s(),
             rate.rec_s(),
-            rate.seconds
+            rate.seconds,
+            rate.first_after
         );
         let s = &mut samples[index(path)];
         s.consume_mb_s = rate.mb_s();
@@ -446,7 +468,9 @@ fn run_round(
             latency_secs,
         )
         .with_context(|| format!("produce latency, {p}"))?;
-        eprintln!("  round {round} {p:>6}: latency p50 {p50:.0} us, p90 {p90:.0} us, p99 {p99:.0} us");
+        eprintln!(
+            "  round {round} {p:>6}: latency p50 {p50:.0} us, p90 {p90:.0} us, p99 {p99:.0} us"
+        );
         let s = &mut samples[index(path)];
         s.p50_us = p50;
         s.p90_us = p90;
@@ -458,6 +482,9 @@ fn run_round(
     drop(cluster);
     Ok(samples)
 }
+
+/// Table row: name, how to read it from a sample, decimals shown.
+type Metric = (&'static str, fn(&Sample) -> f64, usize);
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -513,7 +540,7 @@ fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
 
-    let metrics: [(&str, fn(&Sample) -> f64, usize); 7] = [
+    let metrics: [Metric; 7] = [
         ("produce MB/s", |s| s.produce_mb_s, 1),
         ("produce records/s", |s| s.produce_rec_s, 0),
         ("consume MB/s", |s| s.consume_mb_s, 1),
@@ -524,14 +551,14 @@ fn main() -> anyhow::Result<()> {
     ];
     println!();
     println!("median of {rounds} round(s); ratio = proxy / direct");
-    println!("{:<22}{:>12}{:>12}{:>9}", "metric", "direct", "proxy", "ratio");
+    println!(
+        "{:<22}{:>12}{:>12}{:>9}",
+        "metric", "direct", "proxy", "ratio"
+    );
     for (name, get, decimals) in metrics {
         let d = median(direct.iter().map(get).collect());
         let p = median(proxied.iter().map(get).collect());
-        println!(
-            "{name:<22}{d:>12.decimals$}{p:>12.decimals$}{:>9.2}",
-            p / d
-        );
+        println!("{name:<22}{d:>12.decimals$}{p:>12.decimals$}{:>9.2}", p / d);
     }
     println!();
     println!("reference (spec): a plain TCP relay (haproxy, tcp mode) on this 2-core machine");

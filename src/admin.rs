@@ -30,7 +30,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/mirror", post(set_mirror))
-        .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
@@ -65,7 +68,11 @@ fn error(status: StatusCode, message: &str) -> Response {
 async fn not_found(request: Request) -> Response {
     error(
         StatusCode::NOT_FOUND,
-        &format!("no such admin endpoint: {} {}", request.method(), request.uri().path()),
+        &format!(
+            "no such admin endpoint: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
     )
 }
 

@@ -313,7 +313,10 @@ impl Config {
         if self.listen.max_frame_bytes < 1024 {
             return Err(invalid(
                 "listen.max_frame_bytes",
-                format!("{} is too small (at least 1024)", self.listen.max_frame_bytes),
+                format!(
+                    "{} is too small (at least 1024)",
+                    self.listen.max_frame_bytes
+                ),
             ));
         }
         if self.listen.max_in_flight == 0 {
@@ -329,7 +332,11 @@ impl Config {
                 return Err(invalid(key, "no broker address given".into()));
             }
             for addr in addrs {
-                if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                if addr
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
                     return Err(invalid(key, format!("`{addr}` is not host:port")));
                 }
             }

@@ -14,7 +14,10 @@ pub enum ConfigError {
     #[error("invalid `{key}`: {reason}")]
     Invalid { key: String, reason: String },
     #[error("{path}: {inner}")]
-    InFile { path: PathBuf, inner: Box<ConfigError> },
+    InFile {
+        path: PathBuf,
+        inner: Box<ConfigError>,
+    },
 }
 
 impl ConfigError {

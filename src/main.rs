@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use switchyard::{Config, Proxy};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Kafka wire-protocol proxy for zero-downtime cluster migration")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Kafka wire-protocol proxy for zero-downtime cluster migration"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,8 +77,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result?,
         _ = terminate.recv() => {}

@@ -65,10 +65,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         prometheus();
-        let mut per_api: Vec<Option<ApiMetrics>> = (0..=i16::MAX as usize)
-            .take(100)
-            .map(|_| None)
-            .collect();
+        let mut per_api: Vec<Option<ApiMetrics>> =
+            (0..=i16::MAX as usize).take(100).map(|_| None).collect();
         for api in ApiKey::iter() {
             let name = api_name(api);
             per_api[api as usize] = Some(ApiMetrics {

@@ -52,7 +52,11 @@ async fn a_bad_config_is_refused_naming_the_key_and_line() {
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,17 +102,29 @@ grace_ms = 10000
     // Every broker now answers a second late; a request goes in, and once
     // the proxy has taken it, SIGTERM arrives.
     for broker in 1..=3 {
-        a.broker_round_trip_time(broker, Duration::from_millis(1500)).unwrap();
+        a.broker_round_trip_time(broker, Duration::from_millis(1500))
+            .unwrap();
     }
-    let mut stream = TcpStream::connect(("127.0.0.1", bootstrap_port)).await.unwrap();
-    stream
-        .write_all(&request_frame(ApiKey::Metadata, 9, 77, &MetadataRequest::default()))
+    let mut stream = TcpStream::connect(("127.0.0.1", bootstrap_port))
         .await
         .unwrap();
-    wait_until(Duration::from_secs(10), "the request to be taken", || async move {
-        let (_, metrics) = http_get(admin, "/metrics").await;
-        metric_value(&metrics, "switchyard_requests_total", &["api=\"Metadata\""]) >= 1.0
-    })
+    stream
+        .write_all(&request_frame(
+            ApiKey::Metadata,
+            9,
+            77,
+            &MetadataRequest::default(),
+        ))
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the request to be taken",
+        || async move {
+            let (_, metrics) = http_get(admin, "/metrics").await;
+            metric_value(&metrics, "switchyard_requests_total", &["api=\"Metadata\""]) >= 1.0
+        },
+    )
     .await;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().unwrap().to_string()])
@@ -121,7 +137,13 @@ grace_ms = 10000
         let _ = child.wait().await;
         let mut stderr = String::new();
         use tokio::io::AsyncReadExt;
-        child.stdout.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .await
+            .unwrap();
         panic!("the in-flight request is answered before the connection closes: {stderr}");
     };
     assert_eq!(&payload[..4], &77i32.to_be_bytes());

@@ -21,17 +21,33 @@ async fn normal_client_succeeds(bootstrap: &str, topic: &str, tag: &str) {
         .await
         .unwrap();
     assert_eq!(acked.len(), 100, "after {tag}");
-    let consumed = workload::consume(bootstrap, topic, &format!("g-{tag}"), 100, Duration::from_secs(30), false)
-        .await
-        .unwrap();
-    assert!(check(&acked, &consumed).lost == 0 || consumed.len() >= 100, "after {tag}");
+    let consumed = workload::consume(
+        bootstrap,
+        topic,
+        &format!("g-{tag}"),
+        100,
+        Duration::from_secs(30),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(
+        check(&acked, &consumed).lost == 0 || consumed.len() >= 100,
+        "after {tag}"
+    );
 }
 
 /// A long-lived connection that must keep working while others misbehave.
 async fn still_answers(stream: &mut TcpStream, correlation_id: i32) {
-    let mut body = exchange(stream, ApiKey::Metadata, 9, correlation_id, &MetadataRequest::default())
-        .await
-        .expect("the bystander connection still gets answers");
+    let mut body = exchange(
+        stream,
+        ApiKey::Metadata,
+        9,
+        correlation_id,
+        &MetadataRequest::default(),
+    )
+    .await
+    .expect("the bystander connection still gets answers");
     let response = MetadataResponse::decode(&mut body, 9).unwrap();
     assert_eq!(response.brokers.len(), 3);
 }
@@ -58,30 +74,52 @@ async fn each_kind_of_bad_frame_closes_only_its_own_connection() {
 
     // Oversized length prefix: refused before buffering.
     let mut s = send_raw(&bootstrap, &(1u32 << 30).to_be_bytes()).await;
-    assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "oversized frame");
+    assert!(
+        closed_by_peer(&mut s, CLOSE_WITHIN).await,
+        "oversized frame"
+    );
     normal_client_succeeds(&bootstrap, "t", "oversized").await;
 
     // Negative length.
     let mut s = send_raw(&bootstrap, &(-7i32).to_be_bytes()).await;
-    assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "negative length");
+    assert!(
+        closed_by_peer(&mut s, CLOSE_WITHIN).await,
+        "negative length"
+    );
 
     // Truncated frame: the client goes away mid-frame.
     let mut s = send_raw(&bootstrap, &[0, 0, 0, 100, 0, 3, 0, 9]).await;
     s.shutdown().await.unwrap();
-    assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "truncated frame");
+    assert!(
+        closed_by_peer(&mut s, CLOSE_WITHIN).await,
+        "truncated frame"
+    );
     normal_client_succeeds(&bootstrap, "t", "truncated").await;
 
     // Unknown API key.
-    let mut s = send_raw(&bootstrap, &frame(&[0x03, 0xe7, 0, 0, 0, 0, 0, 5, 0xff, 0xff])).await;
-    assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "unknown api key");
+    let mut s = send_raw(
+        &bootstrap,
+        &frame(&[0x03, 0xe7, 0, 0, 0, 0, 0, 5, 0xff, 0xff]),
+    )
+    .await;
+    assert!(
+        closed_by_peer(&mut s, CLOSE_WITHIN).await,
+        "unknown api key"
+    );
 
     // Known API, version nobody supports.
     let mut s = send_raw(&bootstrap, &frame(&[0, 3, 0, 99, 0, 0, 0, 6, 0xff, 0xff])).await;
-    assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "unsupported Metadata version");
+    assert!(
+        closed_by_peer(&mut s, CLOSE_WITHIN).await,
+        "unsupported Metadata version"
+    );
 
     // An API the proxy does not offer (replica ids it cannot translate).
     let mut s = send_raw(&bootstrap, &frame(&[0, 46, 0, 0, 0, 0, 0, 6, 0xff, 0xff])).await;
-    assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "ListPartitionReassignments");
+    assert!(
+        closed_by_peer(&mut s, CLOSE_WITHIN).await,
+        "ListPartitionReassignments"
+    );
 
     // Header shorter than a header.
     let mut s = send_raw(&bootstrap, &frame(&[0, 3, 0])).await;
@@ -93,7 +131,10 @@ async fn each_kind_of_bad_frame_closes_only_its_own_connection() {
         &frame(&[0, 3, 0, 4, 0, 0, 0, 8, 0xff, 0xff, 0, 0, 0x03, 0xe8, 0, 1]),
     )
     .await;
-    assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "undecodable body");
+    assert!(
+        closed_by_peer(&mut s, CLOSE_WITHIN).await,
+        "undecodable body"
+    );
     normal_client_succeeds(&bootstrap, "t", "undecodable").await;
 
     still_answers(&mut bystander, 2).await;
@@ -109,12 +150,16 @@ async fn each_kind_of_bad_frame_closes_only_its_own_connection() {
 async fn api_versions_of_an_unknown_version_gets_kafkas_own_error() {
     let a = start_cluster(3, &[("t", 3)]).unwrap();
     let harness = start_proxy(&a, None).await;
-    let mut stream = TcpStream::connect(harness.proxy.bootstrap_addr()).await.unwrap();
+    let mut stream = TcpStream::connect(harness.proxy.bootstrap_addr())
+        .await
+        .unwrap();
     // v99 of ApiVersions: the answer is UNSUPPORTED_VERSION in v0, listing
     // the ApiVersions versions that work, and the connection stays open.
     let header = [0u8, 18, 0, 99, 0, 0, 0, 42, 0xff, 0xff, 0];
     stream.write_all(&frame(&header)).await.unwrap();
-    let payload = read_frame(&mut stream, CLOSE_WITHIN).await.expect("an answer");
+    let payload = read_frame(&mut stream, CLOSE_WITHIN)
+        .await
+        .expect("an answer");
     assert_eq!(&payload[..4], &42i32.to_be_bytes());
     let mut body = payload.slice(4..);
     let response = ApiVersionsResponse::decode(&mut body, 0).unwrap();
@@ -127,9 +172,15 @@ async fn api_versions_of_an_unknown_version_gets_kafkas_own_error() {
     assert!(entry.max_version >= entry.min_version);
 
     // The client retries with the version offered and gets the full table.
-    let mut body = exchange(&mut stream, ApiKey::ApiVersions, entry.max_version, 43, &ApiVersionsRequest::default())
-        .await
-        .unwrap();
+    let mut body = exchange(
+        &mut stream,
+        ApiKey::ApiVersions,
+        entry.max_version,
+        43,
+        &ApiVersionsRequest::default(),
+    )
+    .await
+    .unwrap();
     let response = ApiVersionsResponse::decode(&mut body, entry.max_version).unwrap();
     assert_eq!(response.error_code, 0);
     let produce = response
@@ -137,7 +188,10 @@ async fn api_versions_of_an_unknown_version_gets_kafkas_own_error() {
         .iter()
         .find(|k| k.api_key == ApiKey::Produce as i16)
         .unwrap();
-    assert!(produce.max_version <= 12, "topic-id versions are never offered");
+    assert!(
+        produce.max_version <= 12,
+        "topic-id versions are never offered"
+    );
     assert!(response
         .api_keys
         .iter()
@@ -161,11 +215,17 @@ async fn an_upstream_that_never_answers_times_out_and_one_that_closes_is_reporte
     let _ = broker1;
 
     // Broker 1 stops answering for longer than the request timeout.
-    a.broker_round_trip_time(1, Duration::from_secs(30)).unwrap();
-    let mut s = TcpStream::connect(("127.0.0.1", port1)).await.unwrap();
-    s.write_all(&request_frame(ApiKey::Metadata, 9, 1, &MetadataRequest::default()))
-        .await
+    a.broker_round_trip_time(1, Duration::from_secs(30))
         .unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port1)).await.unwrap();
+    s.write_all(&request_frame(
+        ApiKey::Metadata,
+        9,
+        1,
+        &MetadataRequest::default(),
+    ))
+    .await
+    .unwrap();
     assert!(
         closed_by_peer(&mut s, CLOSE_WITHIN).await,
         "a request with no answer ends the connection after the timeout"
@@ -177,7 +237,12 @@ async fn an_upstream_that_never_answers_times_out_and_one_that_closes_is_reporte
     a.broker_down(1).unwrap();
     let mut s = TcpStream::connect(("127.0.0.1", port1)).await.unwrap();
     let _ = s
-        .write_all(&request_frame(ApiKey::Metadata, 9, 1, &MetadataRequest::default()))
+        .write_all(&request_frame(
+            ApiKey::Metadata,
+            9,
+            1,
+            &MetadataRequest::default(),
+        ))
         .await;
     assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "down broker");
     a.broker_up(1).unwrap();
@@ -185,7 +250,11 @@ async fn an_upstream_that_never_answers_times_out_and_one_that_closes_is_reporte
 
     let (_, metrics) = http_get(harness.proxy.admin_addr(), "/metrics").await;
     assert!(
-        metric_value(&metrics, "switchyard_upstream_errors_total", &["cluster=\"a\"", "timeout"]) >= 1.0,
+        metric_value(
+            &metrics,
+            "switchyard_upstream_errors_total",
+            &["cluster=\"a\"", "timeout"]
+        ) >= 1.0,
         "{metrics}"
     );
     harness.stop().await;
@@ -214,7 +283,11 @@ async fn admin_with_a_token_refuses_callers_without_it() {
     let a = start_cluster(3, &[("t", 3)]).unwrap();
     let harness = start_proxy_with(&a, None, |c| c.admin.token = Some("s3cret".into())).await;
     let admin = harness.proxy.admin_addr();
-    assert_eq!(http_get(admin, "/healthz").await.0, 200, "health needs no token");
+    assert_eq!(
+        http_get(admin, "/healthz").await.0,
+        200,
+        "health needs no token"
+    );
     let (status, body) = http_get(admin, "/status").await;
     assert_eq!(status, 401);
     assert!(body.contains("bearer token"), "{body}");

@@ -53,7 +53,10 @@ async fn kafka_python_produces_consumes_and_resumes_a_group() {
     let a = start_cluster(3, &[("py-topic", 4)]).unwrap();
     let b = start_cluster(3, &[("py-topic", 4)]).unwrap();
     let harness = start_proxy(&a, Some(&b)).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/kafka_python_roundtrip.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/kafka_python_roundtrip.py"
+    );
     let child = Command::new("python3")
         .arg(script)
         .arg(harness.bootstrap())
@@ -96,7 +99,10 @@ async fn kafka_python_produces_consumes_and_resumes_a_group() {
         .collect();
     assert!(!seen.is_empty());
     for address in &seen {
-        assert!(!real.contains(address), "kafka-python saw real broker {address}");
+        assert!(
+            !real.contains(address),
+            "kafka-python saw real broker {address}"
+        );
     }
     harness.stop().await;
 }

@@ -20,11 +20,25 @@ fn assert_mirrored(harness: &Harness, a: &Cluster, b: &Cluster, topic: &str) -> 
     let mut total = 0;
     for partition in 0..PARTITIONS {
         let (left, right) = (&in_a[&partition], &in_b[&partition]);
-        let strip = |r: &StoredRecord| (r.key.clone(), r.value.clone(), r.headers.clone(), r.timestamp);
+        let strip = |r: &StoredRecord| {
+            (
+                r.key.clone(),
+                r.value.clone(),
+                r.headers.clone(),
+                r.timestamp,
+            )
+        };
         let left_content: Vec<_> = left.iter().map(strip).collect();
         let right_content: Vec<_> = right.iter().map(strip).collect();
-        assert_eq!(left_content.len(), right_content.len(), "{topic}-{partition}: record count");
-        assert!(left_content == right_content, "{topic}-{partition}: records differ");
+        assert_eq!(
+            left_content.len(),
+            right_content.len(),
+            "{topic}-{partition}: record count"
+        );
+        assert!(
+            left_content == right_content,
+            "{topic}-{partition}: records differ"
+        );
         if left.is_empty() {
             continue;
         }
@@ -48,7 +62,8 @@ fn assert_mirrored(harness: &Harness, a: &Cluster, b: &Cluster, topic: &str) -> 
 }
 
 async fn enable_sync(harness: &Harness) {
-    let (status, body) = http_post(harness.proxy.admin_addr(), "/mirror", r#"{"mode":"sync"}"#).await;
+    let (status, body) =
+        http_post(harness.proxy.admin_addr(), "/mirror", r#"{"mode":"sync"}"#).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -64,17 +79,41 @@ async fn sync_mirror_holds_the_same_records_in_the_same_order() {
     // Several producers at once, idempotent and not, compressed and not,
     // all with headers; pipelining up to librdkafka's default in-flight.
     let specs = vec![
-        ProduceSpec { idempotent: true, compression: "lz4", keys: 8, ..ProduceSpec::new("orders", 1500) },
-        ProduceSpec { idempotent: false, compression: "none", keys: 8, ..ProduceSpec::new("orders", 1500) },
-        ProduceSpec { idempotent: true, compression: "zstd", keys: 5, ..ProduceSpec::new("audit", 1000) },
-        ProduceSpec { idempotent: false, compression: "gzip", keys: 5, batch: 100, ..ProduceSpec::new("audit", 1000) },
+        ProduceSpec {
+            idempotent: true,
+            compression: "lz4",
+            keys: 8,
+            ..ProduceSpec::new("orders", 1500)
+        },
+        ProduceSpec {
+            idempotent: false,
+            compression: "none",
+            keys: 8,
+            ..ProduceSpec::new("orders", 1500)
+        },
+        ProduceSpec {
+            idempotent: true,
+            compression: "zstd",
+            keys: 5,
+            ..ProduceSpec::new("audit", 1000)
+        },
+        ProduceSpec {
+            idempotent: false,
+            compression: "gzip",
+            keys: 5,
+            batch: 100,
+            ..ProduceSpec::new("audit", 1000)
+        },
     ];
     let mut tasks = Vec::new();
     for (n, mut spec) in specs.into_iter().enumerate() {
         // Distinct keys per producer, so per-key order checks stay meaningful.
-        spec.settings.push(("client.id".into(), format!("producer-{n}")));
+        spec.settings
+            .push(("client.id".into(), format!("producer-{n}")));
         let bootstrap = bootstrap.clone();
-        tasks.push(tokio::spawn(async move { workload::produce(&bootstrap, &spec).await }));
+        tasks.push(tokio::spawn(async move {
+            workload::produce(&bootstrap, &spec).await
+        }));
     }
     let mut acked = 0;
     for task in tasks {
@@ -103,7 +142,10 @@ async fn mirror_outage_loses_nothing_and_retries_duplicate_nothing() {
 
     // B refuses writes for a while: sync acknowledgements time out, clients
     // retry, switchyard retries.
-    b.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 40]);
+    b.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 40],
+    );
     let spec = ProduceSpec {
         idempotent: true,
         keys: 8,
@@ -133,10 +175,14 @@ async fn mirror_outage_loses_nothing_and_retries_duplicate_nothing() {
         async move { workload::produce(&bootstrap, &more).await }
     });
     let admin = harness.proxy.admin_addr();
-    wait_until(Duration::from_secs(30), "the mirror to notice B is down", || async move {
-        let (_, metrics) = http_get(admin, "/metrics").await;
-        metric_value(&metrics, "switchyard_mirror_sync_timeouts_total", &[]) >= 1.0
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the mirror to notice B is down",
+        || async move {
+            let (_, metrics) = http_get(admin, "/metrics").await;
+            metric_value(&metrics, "switchyard_mirror_sync_timeouts_total", &[]) >= 1.0
+        },
+    )
     .await;
     for broker in 1..=3 {
         b.broker_up(broker).unwrap();
@@ -144,11 +190,15 @@ async fn mirror_outage_loses_nothing_and_retries_duplicate_nothing() {
     let later = producing.await.unwrap().unwrap();
     assert_eq!(later.len(), 300);
 
-    wait_until(Duration::from_secs(60), "mirror lag to reach zero", || async move {
-        let (_, status) = http_get(admin, "/status").await;
-        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
-        json["mirroring"]["lag_records"] == 0
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "mirror lag to reach zero",
+        || async move {
+            let (_, status) = http_get(admin, "/status").await;
+            let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+            json["mirroring"]["lag_records"] == 0
+        },
+    )
     .await;
     // B holds exactly A's records, in A's order: nothing lost, and none of
     // switchyard's retries added a record. (A itself may hold duplicates:
@@ -159,9 +209,16 @@ async fn mirror_outage_loses_nothing_and_retries_duplicate_nothing() {
     assert!(stored >= 2300);
     let mut all = acked.clone();
     all.extend(later);
-    let consumed = workload::consume(&b.bootstrap_servers(), "ledger", "check-b", stored, Duration::from_secs(30), false)
-        .await
-        .unwrap();
+    let consumed = workload::consume(
+        &b.bootstrap_servers(),
+        "ledger",
+        "check-b",
+        stored,
+        Duration::from_secs(30),
+        false,
+    )
+    .await
+    .unwrap();
     let report = check(&all, &consumed);
     assert_eq!(report.lost, 0, "B read directly: {report:?}");
     assert_eq!(report.consumed, stored);
@@ -192,9 +249,15 @@ async fn mirror_admin_refuses_bad_requests_and_transactions_are_refused_while_mi
     producer.init_transactions(Duration::from_secs(30)).unwrap();
     producer.begin_transaction().unwrap();
     let sent = producer
-        .send(FutureRecord::to("t").key("k").payload("v"), Duration::from_secs(10))
+        .send(
+            FutureRecord::to("t").key("k").payload("v"),
+            Duration::from_secs(10),
+        )
         .await;
-    assert!(sent.is_err(), "a transactional write is refused while mirroring");
+    assert!(
+        sent.is_err(),
+        "a transactional write is refused while mirroring"
+    );
     let in_a = read_cluster(&a.bootstrap_servers(), "t", 1);
     assert!(in_a[&0].is_empty(), "nothing was written to A either");
     harness.stop().await;
@@ -220,24 +283,38 @@ async fn a_topic_missing_in_the_mirror_is_reported_and_its_records_held() {
     });
     // B cannot create topics (no CreateTopics in this cluster): the status
     // says the topic is missing, and the writes wait.
-    wait_until(Duration::from_secs(30), "status to report the missing topic", || async move {
-        let (_, status) = http_get(admin, "/status").await;
-        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
-        json["mirroring"]["partitions"]
-            .as_array()
-            .is_some_and(|ps| ps.iter().any(|p| p["topic_missing"] == true && p["lag_records"].as_i64() > Some(0)))
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "status to report the missing topic",
+        || async move {
+            let (_, status) = http_get(admin, "/status").await;
+            let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+            json["mirroring"]["partitions"]
+                .as_array()
+                .is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p["topic_missing"] == true && p["lag_records"].as_i64() > Some(0))
+                })
+        },
+    )
     .await;
-    assert!(!producing.is_finished(), "sync producers wait while the mirror cannot write");
+    assert!(
+        !producing.is_finished(),
+        "sync producers wait while the mirror cannot write"
+    );
     // The operator creates it; everything held reaches B.
     b.create_topic("fresh", PARTITIONS, 3).unwrap();
     let acked = producing.await.unwrap().unwrap();
     assert_eq!(acked.len(), 200);
-    wait_until(Duration::from_secs(60), "mirror lag to reach zero", || async move {
-        let (_, status) = http_get(admin, "/status").await;
-        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
-        json["mirroring"]["lag_records"] == 0
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "mirror lag to reach zero",
+        || async move {
+            let (_, status) = http_get(admin, "/status").await;
+            let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+            json["mirroring"]["lag_records"] == 0
+        },
+    )
     .await;
     let stored = assert_mirrored(&harness, &a, &b, "fresh");
     assert!(stored >= 200);
@@ -249,7 +326,8 @@ async fn async_mirror_catches_up_from_its_journal_after_a_restart() {
     let a = start_cluster(3, &[("events", PARTITIONS)]).unwrap();
     let b = start_cluster(3, &[("events", PARTITIONS)]).unwrap();
     let first = start_proxy(&a, Some(&b)).await;
-    let (status, body) = http_post(first.proxy.admin_addr(), "/mirror", r#"{"mode":"async"}"#).await;
+    let (status, body) =
+        http_post(first.proxy.admin_addr(), "/mirror", r#"{"mode":"async"}"#).await;
     assert_eq!(status, 200, "{body}");
 
     // B is away: async acknowledgements do not wait for it.
@@ -263,15 +341,26 @@ async fn async_mirror_catches_up_from_its_journal_after_a_restart() {
         ..ProduceSpec::new("events", 1200)
     };
     let acked = workload::produce(&first.bootstrap(), &spec).await.unwrap();
-    assert_eq!(acked.len(), 1200, "acknowledged while the mirror cluster is down");
+    assert_eq!(
+        acked.len(),
+        1200,
+        "acknowledged while the mirror cluster is down"
+    );
     let (_, status) = http_get(first.proxy.admin_addr(), "/status").await;
     let json: serde_json::Value = serde_json::from_str(&status).unwrap();
-    assert!(json["mirroring"]["lag_records"].as_i64().unwrap() > 0, "{status}");
+    assert!(
+        json["mirroring"]["lag_records"].as_i64().unwrap() > 0,
+        "{status}"
+    );
 
     // switchyard restarts with the records only in its journal.
     let Harness { proxy, state } = first;
     proxy.shutdown(Duration::from_secs(2)).await;
-    let config = loopback_config(&a.bootstrap_servers(), Some(&b.bootstrap_servers()), state.path());
+    let config = loopback_config(
+        &a.bootstrap_servers(),
+        Some(&b.bootstrap_servers()),
+        state.path(),
+    );
     let proxy = switchyard::Proxy::start(config).await.unwrap();
     let second = Harness { proxy, state };
     assert_eq!(
@@ -283,14 +372,27 @@ async fn async_mirror_catches_up_from_its_journal_after_a_restart() {
         b.broker_up(broker).unwrap();
     }
     let admin = second.proxy.admin_addr();
-    wait_until(Duration::from_secs(60), "the journal to drain into B", || async move {
-        let (_, status) = http_get(admin, "/status").await;
-        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
-        let partitions = json["mirroring"]["partitions"].as_array().cloned().unwrap_or_default();
-        json["mirroring"]["lag_records"] == 0
-            && partitions.iter().map(|p| p["translated_to"].as_i64().unwrap_or(0)
-                - p["translated_from"].as_i64().unwrap_or(0)).sum::<i64>() >= 1200
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the journal to drain into B",
+        || async move {
+            let (_, status) = http_get(admin, "/status").await;
+            let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+            let partitions = json["mirroring"]["partitions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            json["mirroring"]["lag_records"] == 0
+                && partitions
+                    .iter()
+                    .map(|p| {
+                        p["translated_to"].as_i64().unwrap_or(0)
+                            - p["translated_from"].as_i64().unwrap_or(0)
+                    })
+                    .sum::<i64>()
+                    >= 1200
+        },
+    )
     .await;
     assert_eq!(assert_mirrored(&second, &a, &b, "events"), 1200);
     second.stop().await;

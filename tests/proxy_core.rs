@@ -41,7 +41,8 @@ async fn keyed_records_round_trip_uncompressed_compressed_and_idempotent() {
         };
         let acked = workload::produce(&bootstrap, &spec).await.unwrap();
         assert_eq!(acked.len(), 3000, "{topic}: every record acknowledged");
-        let partitions: std::collections::BTreeSet<i32> = acked.iter().map(|r| r.partition).collect();
+        let partitions: std::collections::BTreeSet<i32> =
+            acked.iter().map(|r| r.partition).collect();
         assert!(partitions.len() > 1, "{topic}: keys spread over partitions");
         let consumed = workload::consume(
             &bootstrap,
@@ -89,15 +90,25 @@ async fn coordinator_answers_name_virtual_brokers_in_both_forms() {
         let request = FindCoordinatorRequest::default()
             .with_key(StrBytes::from_static_str("some-group"))
             .with_key_type(0);
-        let mut body = exchange(&mut stream, ApiKey::FindCoordinator, version, correlation_id, &request)
-            .await
-            .expect("answer");
+        let mut body = exchange(
+            &mut stream,
+            ApiKey::FindCoordinator,
+            version,
+            correlation_id,
+            &request,
+        )
+        .await
+        .expect("answer");
         let response = FindCoordinatorResponse::decode(&mut body, version).unwrap();
         assert_eq!(response.error_code, 0);
         let address = format!("{}:{}", response.host, response.port);
         assert!(!real.contains(&address), "v{version} leaked {address}");
         assert_eq!(
-            harness.proxy.shared().brokers.listen_port(response.node_id.0),
+            harness
+                .proxy
+                .shared()
+                .brokers
+                .listen_port(response.node_id.0),
             Some(response.port as u16),
             "v{version}: coordinator is a listening virtual broker"
         );
@@ -115,9 +126,16 @@ async fn consumer_group_resumes_at_committed_offsets() {
         .unwrap();
     assert_eq!(acked.len(), 2000);
 
-    let first = workload::consume(&bootstrap, "events", "billing", 700, Duration::from_secs(30), true)
-        .await
-        .unwrap();
+    let first = workload::consume(
+        &bootstrap,
+        "events",
+        "billing",
+        700,
+        Duration::from_secs(30),
+        true,
+    )
+    .await
+    .unwrap();
     assert!(first.len() >= 700);
     let second = workload::consume(
         &bootstrap,
@@ -157,17 +175,25 @@ async fn transactions_commit_and_abort_through_the_proxy() {
     for i in 0..50 {
         let value = format!("committed-{i}");
         producer
-            .send(FutureRecord::to("ledger").key("k").payload(&value), Duration::from_secs(10))
+            .send(
+                FutureRecord::to("ledger").key("k").payload(&value),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
     }
-    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
 
     producer.begin_transaction().unwrap();
     for i in 0..20 {
         let value = format!("aborted-{i}");
         producer
-            .send(FutureRecord::to("ledger").key("k").payload(&value), Duration::from_secs(10))
+            .send(
+                FutureRecord::to("ledger").key("k").payload(&value),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
     }
@@ -175,10 +201,15 @@ async fn transactions_commit_and_abort_through_the_proxy() {
 
     producer.begin_transaction().unwrap();
     producer
-        .send(FutureRecord::to("ledger").key("k").payload("last"), Duration::from_secs(10))
+        .send(
+            FutureRecord::to("ledger").key("k").payload("last"),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
-    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
 
     let consumer: StreamConsumer = workload::consumer_config(&bootstrap, "auditor")
         .set("isolation.level", "read_committed")
@@ -227,7 +258,8 @@ async fn leader_moves_and_a_broker_dies_mid_stream_without_losing_acknowledged_r
     .set("retry.backoff.ms", "50")
     .set("acks", "all");
     let producer_bootstrap = bootstrap.clone();
-    let producing = tokio::spawn(async move { workload::produce(&producer_bootstrap, &spec).await });
+    let producing =
+        tokio::spawn(async move { workload::produce(&producer_bootstrap, &spec).await });
 
     let reached = |n: usize| {
         let progress = progress.clone();
@@ -242,18 +274,37 @@ async fn leader_moves_and_a_broker_dies_mid_stream_without_losing_acknowledged_r
         a.partition_leader("payments", partition, Some((partition % 3) + 1))
             .unwrap();
     }
-    wait_until(Duration::from_secs(60), "records after the move", reached(5000)).await;
+    wait_until(
+        Duration::from_secs(60),
+        "records after the move",
+        reached(5000),
+    )
+    .await;
     // Broker 2 fails over: its partitions get new leaders, then it goes down.
     for partition in 0..TOPIC_PARTITIONS {
-        let leader = if partition % 3 + 1 == 2 { 3 } else { partition % 3 + 1 };
-        a.partition_leader("payments", partition, Some(leader)).unwrap();
+        let leader = if partition % 3 + 1 == 2 {
+            3
+        } else {
+            partition % 3 + 1
+        };
+        a.partition_leader("payments", partition, Some(leader))
+            .unwrap();
     }
     a.broker_down(2).unwrap();
-    wait_until(Duration::from_secs(60), "records with broker 2 down", reached(8000)).await;
+    wait_until(
+        Duration::from_secs(60),
+        "records with broker 2 down",
+        reached(8000),
+    )
+    .await;
     a.broker_up(2).unwrap();
 
     let acked = producing.await.unwrap().unwrap();
-    assert_eq!(acked.len(), 12_000, "the producer got every record acknowledged");
+    assert_eq!(
+        acked.len(),
+        12_000,
+        "the producer got every record acknowledged"
+    );
     let consumed = workload::consume(
         &bootstrap,
         "payments",

@@ -90,7 +90,10 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
     let bootstrap = proxy.bootstrap_addr().to_string();
     println!("cluster A: {}", cluster_a.bootstrap_servers());
     println!("cluster B: {}", cluster_b.bootstrap_servers());
-    println!("switchyard: {bootstrap} (admin http://{})", proxy.admin_addr());
+    println!(
+        "switchyard: {bootstrap} (admin http://{})",
+        proxy.admin_addr()
+    );
 
     let started = Instant::now();
     let spec = ProduceSpec {

@@ -271,7 +271,10 @@ pub fn check(acked: &[RecordRef], consumed: &[RecordRef]) -> IntegrityReport {
         }
         last_offset.insert(record.partition, record.offset);
     }
-    report.lost = acked_set.iter().filter(|id| !seen.contains_key(*id)).count();
+    report.lost = acked_set
+        .iter()
+        .filter(|id| !seen.contains_key(*id))
+        .count();
     report
 }
 
@@ -290,16 +293,29 @@ mod tests {
 
     #[test]
     fn check_counts_loss_duplicates_and_reordering() {
-        let acked = vec![r("a", 0, 0, 0), r("a", 1, 0, 1), r("b", 0, 1, 0), r("b", 1, 1, 1)];
+        let acked = vec![
+            r("a", 0, 0, 0),
+            r("a", 1, 0, 1),
+            r("b", 0, 1, 0),
+            r("b", 1, 1, 1),
+        ];
         let clean = check(&acked, &acked);
         assert!(clean.is_clean());
         assert_eq!(clean.consumed, 4);
 
-        let consumed = vec![r("a", 1, 0, 1), r("a", 0, 0, 0), r("b", 0, 1, 0), r("b", 0, 1, 0)];
+        let consumed = vec![
+            r("a", 1, 0, 1),
+            r("a", 0, 0, 0),
+            r("b", 0, 1, 0),
+            r("b", 0, 1, 0),
+        ];
         let report = check(&acked, &consumed);
         assert_eq!(report.lost, 1, "b#1 never read");
         assert_eq!(report.duplicates, 1);
-        assert_eq!(report.order_violations, 2, "a went backwards in seq and offset");
+        assert_eq!(
+            report.order_violations, 2,
+            "a went backwards in seq and offset"
+        );
         assert!(!report.is_clean());
     }
 }

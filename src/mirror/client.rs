@@ -258,7 +258,12 @@ impl ClusterClient {
         Ok(connection)
     }
 
-    async fn call_any<Req, Resp>(&self, api: ApiKey, version: i16, body: &Req) -> Result<Resp, ClientError>
+    async fn call_any<Req, Resp>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        body: &Req,
+    ) -> Result<Resp, ClientError>
     where
         Req: Encodable,
         Resp: Decodable + Message + HeaderVersion,
@@ -307,20 +312,23 @@ impl ClusterClient {
     }
 
     /// Refreshes leaders and partition counts for `topics`.
-    pub async fn refresh(&self, topics: &[String]) -> Result<HashMap<String, TopicState>, ClientError> {
+    pub async fn refresh(
+        &self,
+        topics: &[String],
+    ) -> Result<HashMap<String, TopicState>, ClientError> {
         // Never let a metadata lookup auto-create a topic: it would get the
         // cluster's default partition count, not the primary's.
         let request = MetadataRequest::default()
             .with_allow_auto_topic_creation(false)
             .with_topics(Some(
-            topics
-                .iter()
-                .map(|t| {
-                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
-                })
-                .collect(),
-        ));
+                topics
+                    .iter()
+                    .map(|t| {
+                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
+                    .collect(),
+            ));
         let response: MetadataResponse = self
             .call_any(ApiKey::Metadata, METADATA_VERSION, &request)
             .await?;
@@ -332,15 +340,18 @@ impl ClusterClient {
                 .insert(broker.node_id.0, format!("{}:{}", broker.host, broker.port));
         }
         for topic in &response.topics {
-            let Some(name) = topic.name.as_ref().map(|n| n.0.to_string()) else { continue };
+            let Some(name) = topic.name.as_ref().map(|n| n.0.to_string()) else {
+                continue;
+            };
             if topic.error_code != 0 || topic.partitions.is_empty() {
                 states.insert(name, TopicState::Missing);
                 continue;
             }
             for partition in &topic.partitions {
-                metadata
-                    .leaders
-                    .insert((name.clone(), partition.partition_index), partition.leader_id.0);
+                metadata.leaders.insert(
+                    (name.clone(), partition.partition_index),
+                    partition.leader_id.0,
+                );
             }
             metadata
                 .partition_counts
@@ -399,13 +410,15 @@ impl ClusterClient {
         let request = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(self.timeout.as_millis().min(i32::MAX as u128) as i32)
-            .with_topic_data(vec![kafka_protocol::messages::produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partition_data(vec![
-                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(records)),
-                ])]);
+            .with_topic_data(vec![
+                kafka_protocol::messages::produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partition_data(vec![
+                        kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
         let response: ProduceResponse = self
             .call_at(&addr, ApiKey::Produce, PRODUCE_VERSION, &request)
             .await?;
@@ -428,10 +441,12 @@ impl ClusterClient {
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<i16, ClientError> {
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
-            .with_topics(vec![kafka_protocol::messages::create_topics_request::CreatableTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_num_partitions(partitions)
-                .with_replication_factor(-1)]);
+            .with_topics(vec![
+                kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(-1),
+            ]);
         let response: CreateTopicsResponse = self
             .call_any(ApiKey::CreateTopics, CREATE_TOPICS_VERSION, &request)
             .await?;

@@ -99,7 +99,9 @@ pub fn replay(path: &Path) -> io::Result<Vec<JournalEntry>> {
         if crc32c::crc32c(&payload) != crc {
             break;
         }
-        let Some(entry) = JournalEntry::decode(payload) else { break };
+        let Some(entry) = JournalEntry::decode(payload) else {
+            break;
+        };
         entries.push(entry);
         data.advance(8 + len);
     }
@@ -192,7 +194,9 @@ async fn write_loop(
         if outstanding == 0 && file.metadata().map(|m| m.len()).unwrap_or(0) > TRUNCATE_ABOVE {
             match file.set_len(0).and_then(|_| file.sync_all()) {
                 Ok(()) => tracing::debug!(path = %path.display(), "mirror journal emptied"),
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot empty the mirror journal"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot empty the mirror journal")
+                }
             }
         }
     }
@@ -207,7 +211,10 @@ mod tests {
             topic: "orders".into(),
             partition: (n % 3) as i32,
             a_base: n * 10,
-            batches: vec![Bytes::from(vec![n as u8; 70]), Bytes::from_static(b"second")],
+            batches: vec![
+                Bytes::from(vec![n as u8; 70]),
+                Bytes::from_static(b"second"),
+            ],
         }
     }
 

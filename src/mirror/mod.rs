@@ -172,7 +172,10 @@ impl Mirror {
     }
 
     pub fn status(&self) -> BTreeMap<(String, i32), PartitionStatus> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn update_status(&self, topic: &str, partition: i32, f: impl FnOnce(&mut PartitionStatus)) {
@@ -246,14 +249,21 @@ impl Mirror {
     }
 
     async fn forget_producer(&self, client: Option<(i64, i16)>) {
-        self.producers.lock().await.remove(&client.unwrap_or((-1, -1)));
+        self.producers
+            .lock()
+            .await
+            .remove(&client.unwrap_or((-1, -1)));
     }
 
     /// Makes sure the topic exists in the mirror cluster, creating it with
     /// the primary's partition count where the cluster allows.
     async fn ensure_topic(&self, topic: &str) -> Result<(), String> {
         let topics = [topic.to_owned()];
-        let state = self.client.refresh(&topics).await.map_err(|e| e.to_string())?;
+        let state = self
+            .client
+            .refresh(&topics)
+            .await
+            .map_err(|e| e.to_string())?;
         if state.get(topic) != Some(&TopicState::Missing) {
             return Ok(());
         }
@@ -321,7 +331,9 @@ impl PartitionWorker {
                 // collect for a moment and start from the lowest offset.
                 self.settle(&mut queue).await;
             }
-            let Some((&a_base, _)) = self.pending.first_key_value() else { continue };
+            let Some((&a_base, _)) = self.pending.first_key_value() else {
+                continue;
+            };
             if let Some(next) = self.next_a {
                 if a_base < next {
                     let mirrored = self
@@ -350,8 +362,9 @@ impl PartitionWorker {
                     let skipped = a_base - next;
                     tracing::warn!(topic = %self.topic, partition = self.partition, from = next, to = a_base,
                         "records in the primary that did not pass through switchyard");
-                    self.mirror
-                        .update_status(&self.topic, self.partition, |s| s.divergent_records += skipped);
+                    self.mirror.update_status(&self.topic, self.partition, |s| {
+                        s.divergent_records += skipped
+                    });
                     self.next_a = Some(a_base);
                 }
                 if self.pending.first_key_value().map(|(k, _)| *k) != Some(a_base) {
@@ -396,7 +409,11 @@ impl PartitionWorker {
 
     /// Waits (bounded) for the batch that starts at `next`; false when it
     /// does not come.
-    async fn wait_for_gap(&mut self, queue: &mut mpsc::UnboundedReceiver<Submission>, next: i64) -> bool {
+    async fn wait_for_gap(
+        &mut self,
+        queue: &mut mpsc::UnboundedReceiver<Submission>,
+        next: i64,
+    ) -> bool {
         let deadline = Instant::now() + self.mirror.gap_timeout;
         loop {
             if self.pending.keys().next().is_some_and(|&k| k <= next) {
@@ -436,7 +453,9 @@ impl PartitionWorker {
     async fn ship(&mut self, submission: &Submission) -> i64 {
         let mut a_offset = submission.a_base;
         for raw in &submission.batches {
-            let Ok(header) = batch::read_header(raw) else { continue };
+            let Ok(header) = batch::read_header(raw) else {
+                continue;
+            };
             let b_base = self.ship_batch(raw, &header).await;
             if let Some(b_base) = b_base {
                 let segment = Segment {
@@ -444,7 +463,11 @@ impl PartitionWorker {
                     b_start: b_base,
                     len: header.offset_count(),
                 };
-                if let Err(e) = self.mirror.translation.add(&self.topic, self.partition, segment) {
+                if let Err(e) = self
+                    .mirror
+                    .translation
+                    .add(&self.topic, self.partition, segment)
+                {
                     tracing::error!(error = %e, "cannot record translation segment");
                 }
                 self.mirror.update_status(&self.topic, self.partition, |s| {
@@ -500,7 +523,10 @@ impl PartitionWorker {
             .map_err(|e| e.to_string())?;
         let sequence = match client_producer {
             Some(key) => {
-                let first = *self.first_sequence.entry(key).or_insert(header.base_sequence);
+                let first = *self
+                    .first_sequence
+                    .entry(key)
+                    .or_insert(header.base_sequence);
                 header.base_sequence.wrapping_sub(first)
             }
             None => self.own_sequence,
@@ -524,7 +550,10 @@ impl PartitionWorker {
                 }
                 Ok(Attempt::AlreadyThere)
             }
-            Ok((code @ (OUT_OF_ORDER_SEQUENCE | INVALID_PRODUCER_EPOCH | UNKNOWN_PRODUCER_ID), _)) => {
+            Ok((
+                code @ (OUT_OF_ORDER_SEQUENCE | INVALID_PRODUCER_EPOCH | UNKNOWN_PRODUCER_ID),
+                _,
+            )) => {
                 // The mirror cluster lost or fenced our producer state: start
                 // a new producer id whose sequences begin at this batch.
                 self.mirror.forget_producer(client_producer).await;
@@ -534,7 +563,9 @@ impl PartitionWorker {
                     }
                     None => self.own_sequence = 0,
                 }
-                Err(format!("producer state rejected with error {code}; new producer id"))
+                Err(format!(
+                    "producer state rejected with error {code}; new producer id"
+                ))
             }
             Ok((3, _)) => {
                 let missing = self.mirror.ensure_topic(&self.topic).await;
@@ -546,10 +577,16 @@ impl PartitionWorker {
                 Err("unknown topic or partition; metadata refreshed".into())
             }
             Ok((code, _)) if RETRIABLE.contains(&code) => {
-                let _ = self.mirror.client.refresh(&[self.topic.clone()]).await;
+                let _ = self
+                    .mirror
+                    .client
+                    .refresh(std::slice::from_ref(&self.topic))
+                    .await;
                 Err(format!("error {code}; metadata refreshed"))
             }
-            Ok((code, _)) => Err(format!("mirror cluster refused the batch with error {code}")),
+            Ok((code, _)) => Err(format!(
+                "mirror cluster refused the batch with error {code}"
+            )),
             Err(ClientError::NoLeader { .. }) => {
                 let missing = self.mirror.ensure_topic(&self.topic).await;
                 if let Err(reason) = missing {
@@ -557,10 +594,17 @@ impl PartitionWorker {
                         .update_status(&self.topic, self.partition, |s| s.topic_missing = true);
                     return Err(reason);
                 }
-                Err(format!("no leader known for {}-{}", self.topic, self.partition))
+                Err(format!(
+                    "no leader known for {}-{}",
+                    self.topic, self.partition
+                ))
             }
             Err(e) => {
-                let _ = self.mirror.client.refresh(&[self.topic.clone()]).await;
+                let _ = self
+                    .mirror
+                    .client
+                    .refresh(std::slice::from_ref(&self.topic))
+                    .await;
                 Err(e.to_string())
             }
         }

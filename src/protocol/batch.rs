@@ -131,13 +131,19 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, BatchError> {
 /// replaces the base sequence when given (batches of a non-idempotent
 /// producer get the mirror's own sequence). The CRC is recomputed; records
 /// are untouched.
-pub fn restamp(batch: &[u8], producer_id: i64, producer_epoch: i16, sequence: Option<i32>) -> Bytes {
+pub fn restamp(
+    batch: &[u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    sequence: Option<i32>,
+) -> Bytes {
     let mut out = BytesMut::from(batch);
     out[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&producer_id.to_be_bytes());
     out[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2]
         .copy_from_slice(&producer_epoch.to_be_bytes());
     if let Some(sequence) = sequence {
-        out[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4].copy_from_slice(&sequence.to_be_bytes());
+        out[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
+            .copy_from_slice(&sequence.to_be_bytes());
     }
     let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
     out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
@@ -176,7 +182,11 @@ mod tests {
             producer_epoch: if producer_id >= 0 { 3 } else { -1 },
             timestamp_type: TimestampType::Creation,
             offset: i,
-            sequence: if producer_id >= 0 { sequence + i as i32 } else { -1 },
+            sequence: if producer_id >= 0 {
+                sequence + i as i32
+            } else {
+                -1
+            },
             timestamp: 1_700_000_000_000 + i,
             key: Some(Bytes::from(format!("key-{i}"))),
             value: Some(Bytes::from(format!("value-{i}"))),
@@ -192,13 +202,23 @@ mod tests {
         let split = split_batches(&batch).unwrap();
         assert_eq!(split.len(), 1);
         let header = read_header(&split[0]).unwrap();
-        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (42, 3, 10));
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (42, 3, 10)
+        );
         assert_eq!(header.records_count, 5);
 
         let stamped = restamp(&split[0], 7000, 1, None);
         assert_eq!(split_batches(&stamped).unwrap().len(), 1, "CRC holds");
         let h = read_header(&stamped).unwrap();
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7000, 1, 10));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (7000, 1, 10)
+        );
         let mut copy = stamped.clone();
         let decoded = RecordBatchDecoder::decode(&mut copy).unwrap();
         assert_eq!(decoded.records.len(), 5);
@@ -227,10 +247,16 @@ mod tests {
         let mut bad = BytesMut::from(&batch[..]);
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        assert_eq!(split_batches(&bad.freeze()), Err(BatchError::BadCrc { at: 0 }));
+        assert_eq!(
+            split_batches(&bad.freeze()),
+            Err(BatchError::BadCrc { at: 0 })
+        );
         let mut old = BytesMut::from(&batch[..]);
         old[16] = 1;
-        assert!(matches!(split_batches(&old.freeze()), Err(BatchError::OldMagic { .. })));
+        assert!(matches!(
+            split_batches(&old.freeze()),
+            Err(BatchError::OldMagic { .. })
+        ));
         assert!(matches!(
             split_batches(&batch.slice(..30)),
             Err(BatchError::Truncated { .. })

@@ -141,7 +141,13 @@ mod tests {
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::from(&(2048u32).to_be_bytes()[..]);
         let err = codec.decode(&mut buf).unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { len: 2048, max: 1024 }));
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                len: 2048,
+                max: 1024
+            }
+        ));
         assert!(err.to_string().contains("2048"));
     }
 
@@ -149,7 +155,10 @@ mod tests {
     fn negative_length_is_refused() {
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::from(&(-5i32).to_be_bytes()[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Negative(-5))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::Negative(-5))
+        ));
     }
 
     #[test]

@@ -55,7 +55,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn i32(&mut self) -> Option<i32> {
-        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn unsigned_varint(&mut self) -> Option<u32> {
@@ -202,11 +203,15 @@ pub fn join_group_wait_ms(payload: &[u8], header: &RequestHeaderPeek) -> Result<
         cursor.skip_nullable_string()
     };
     skipped.ok_or_else(|| malformed("group id runs past the frame"))?;
-    let session_timeout = cursor.i32().ok_or_else(|| malformed("no session timeout"))?;
+    let session_timeout = cursor
+        .i32()
+        .ok_or_else(|| malformed("no session timeout"))?;
     if header.api_version == 0 {
         return Ok(session_timeout);
     }
-    cursor.i32().ok_or_else(|| malformed("no rebalance timeout"))
+    cursor
+        .i32()
+        .ok_or_else(|| malformed("no rebalance timeout"))
 }
 
 #[cfg(test)]

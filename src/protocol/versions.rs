@@ -83,12 +83,29 @@ pub fn proxy_versions(api: ApiKey) -> Option<VersionRange> {
         ConsumerGroupHeartbeat | ConsumerGroupDescribe => None,
         ShareGroupHeartbeat | ShareGroupDescribe | ShareFetch | ShareAcknowledge => None,
         // Broker-to-broker and controller traffic never comes from a client.
-        WriteTxnMarkers | Vote | BeginQuorumEpoch | EndQuorumEpoch | AlterPartition | Envelope
-        | FetchSnapshot | BrokerRegistration | BrokerHeartbeat | UnregisterBroker
-        | AllocateProducerIds | ControllerRegistration | AssignReplicasToDirs | AddRaftVoter
-        | RemoveRaftVoter | UpdateRaftVoter | InitializeShareGroupState
-        | ReadShareGroupState | WriteShareGroupState | DeleteShareGroupState
-        | ReadShareGroupStateSummary | DescribeShareGroupOffsets | AlterShareGroupOffsets
+        WriteTxnMarkers
+        | Vote
+        | BeginQuorumEpoch
+        | EndQuorumEpoch
+        | AlterPartition
+        | Envelope
+        | FetchSnapshot
+        | BrokerRegistration
+        | BrokerHeartbeat
+        | UnregisterBroker
+        | AllocateProducerIds
+        | ControllerRegistration
+        | AssignReplicasToDirs
+        | AddRaftVoter
+        | RemoveRaftVoter
+        | UpdateRaftVoter
+        | InitializeShareGroupState
+        | ReadShareGroupState
+        | WriteShareGroupState
+        | DeleteShareGroupState
+        | ReadShareGroupStateSummary
+        | DescribeShareGroupOffsets
+        | AlterShareGroupOffsets
         | DeleteShareGroupOffsets => None,
     }
 }

@@ -94,7 +94,9 @@ impl BrokerRegistry {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn cluster_id(&self) -> StrBytes {
@@ -127,7 +129,11 @@ impl BrokerRegistry {
                 }
             }
         };
-        let spawner = self.spawner.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let spawner = self
+            .spawner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let Some(spawner) = spawner else { return };
         let addr = SocketAddr::new(self.listen_ip, port);
         match std::net::TcpListener::bind(addr).and_then(|l| {
@@ -291,7 +297,10 @@ mod tests {
         assert_eq!(cluster_id.len(), 22);
         assert_eq!(registry.virtual_broker(ClusterName::B, 7, None).node_id, 2);
         assert_eq!(registry.virtual_broker(ClusterName::A, 2, None).node_id, 3);
-        assert_eq!(registry.upstream_for(1, ClusterName::A), vec!["10.0.0.1:9092"]);
+        assert_eq!(
+            registry.upstream_for(1, ClusterName::A),
+            vec!["10.0.0.1:9092"]
+        );
     }
 
     #[test]

@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ClusterName, Config, MirrorMode};
+use crate::metrics::Metrics;
 use crate::mirror::client::ClusterClient;
 use crate::mirror::Mirror;
-use crate::translate::TranslationTable;
-use crate::metrics::Metrics;
 use crate::rewrite::{Advertised, ApiRanges, RewriteContext};
 use crate::state::{StateDir, StateError};
+use crate::translate::TranslationTable;
 use brokers::BrokerRegistry;
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,11 @@ impl Shared {
             return addrs;
         }
         let start = self.next_bootstrap.fetch_add(1, Ordering::Relaxed) % addrs.len();
-        addrs[start..].iter().chain(&addrs[..start]).cloned().collect()
+        addrs[start..]
+            .iter()
+            .chain(&addrs[..start])
+            .cloned()
+            .collect()
     }
 
     /// The rewrite context for responses coming from `cluster`.
@@ -191,11 +195,13 @@ impl Proxy {
                 addr: config.listen.bootstrap.clone(),
                 source,
             })?;
-        let bootstrap_addr = bootstrap.local_addr().map_err(|source| StartError::Listen {
-            what: "bootstrap",
-            addr: config.listen.bootstrap.clone(),
-            source,
-        })?;
+        let bootstrap_addr = bootstrap
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                what: "bootstrap",
+                addr: config.listen.bootstrap.clone(),
+                source,
+            })?;
         let admin = TcpListener::bind(&config.admin.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -217,7 +223,9 @@ impl Proxy {
         let mirror = match config.cluster(route.primary.other()) {
             Some(target) => {
                 let timeout = config.upstream.request_timeout();
-                let source_config = config.cluster(route.primary).expect("primary is configured");
+                let source_config = config
+                    .cluster(route.primary)
+                    .expect("primary is configured");
                 let source = Arc::new(ClusterClient::new(
                     route.primary,
                     source_config.bootstrap_addrs(),
@@ -230,7 +238,11 @@ impl Proxy {
                 ));
                 let translation = TranslationTable::open(
                     state.path(),
-                    &format!("translation-{}-to-{}.log", route.primary, route.primary.other()),
+                    &format!(
+                        "translation-{}-to-{}.log",
+                        route.primary,
+                        route.primary.other()
+                    ),
                 )
                 .map_err(StartError::Translation)?;
                 let journal = state.path().join(format!(
@@ -285,7 +297,9 @@ impl Proxy {
                             Target::VirtualBroker(virtual_id),
                         ));
                     }
-                    Err(e) => tracing::error!(virtual_id, error = %e, "cannot serve virtual broker"),
+                    Err(e) => {
+                        tracing::error!(virtual_id, error = %e, "cannot serve virtual broker")
+                    }
                 }
             }));
         tokio::spawn(accept_loop(shared.clone(), bootstrap, Target::Bootstrap));

@@ -67,15 +67,22 @@ pub(super) fn plan(
     };
     let mut body = frame.payload_bytes().slice(header.body_offset..);
     let request = ProduceRequest::decode(&mut body, header.api_version).map_err(|e| {
-        SessionError::BadRequest(format!("Produce v{} body does not decode: {e:#}", header.api_version))
+        SessionError::BadRequest(format!(
+            "Produce v{} body does not decode: {e:#}",
+            header.api_version
+        ))
     })?;
     let mut parts = Vec::new();
     let mut transactional = request.transactional_id.is_some();
     for topic in &request.topic_data {
         for partition in &topic.partition_data {
-            let Some(records) = partition.records.as_ref() else { continue };
+            let Some(records) = partition.records.as_ref() else {
+                continue;
+            };
             // A batch that fails its checks is left to the primary to refuse.
-            let Ok(batches) = batch::split_batches(records) else { continue };
+            let Ok(batches) = batch::split_batches(records) else {
+                continue;
+            };
             transactional |= batches
                 .iter()
                 .filter_map(|b| batch::read_header(b).ok())
@@ -137,8 +144,13 @@ fn refuse_all(request: &ProduceRequest, header: &RequestHeaderPeek) -> Result<By
     );
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
     let header_version = ApiKey::Produce.response_header_version(header.api_version);
-    rewrite::encode(&response_header, header_version, &response, header.api_version)
-        .map_err(|e| SessionError::BadRequest(format!("cannot build a Produce refusal: {e}")))
+    rewrite::encode(
+        &response_header,
+        header_version,
+        &response,
+        header.api_version,
+    )
+    .map_err(|e| SessionError::BadRequest(format!("cannot build a Produce refusal: {e}")))
 }
 
 /// Hands what the primary acknowledged to the mirror; in sync mode waits
@@ -161,8 +173,8 @@ pub(super) async fn complete(
         reason,
     };
     let mut buf = frame.payload_bytes();
-    let response_header = ResponseHeader::decode(&mut buf, header_version)
-        .map_err(|e| undecodable(e.to_string()))?;
+    let response_header =
+        ResponseHeader::decode(&mut buf, header_version).map_err(|e| undecodable(e.to_string()))?;
     let mut response =
         ProduceResponse::decode(&mut buf, version).map_err(|e| undecodable(e.to_string()))?;
 
@@ -188,7 +200,9 @@ pub(super) async fn complete(
                 unconfirmed.push((part.topic, part.partition));
             }
         } else {
-            let done = work.mirror.submit(&part.topic, part.partition, a_base, part.batches);
+            let done = work
+                .mirror
+                .submit(&part.topic, part.partition, a_base, part.batches);
             waits.push((part.topic, part.partition, done));
         }
     }
@@ -223,7 +237,9 @@ pub(super) async fn complete(
         return Ok(None);
     }
     if version >= 10 {
-        if let Some(hinted) = rewrite::brokers::produce_leader_hints(response.clone(), &shared.view(cluster)) {
+        if let Some(hinted) =
+            rewrite::brokers::produce_leader_hints(response.clone(), &shared.view(cluster))
+        {
             response = hinted;
             changed = true;
         }

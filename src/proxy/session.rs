@@ -362,7 +362,13 @@ async fn return_responses(
             Pending::Local(bytes) => bytes,
             Pending::RawToken { sent_at } => {
                 let frame = connection
-                    .next_upstream_frame(&mut frames, &mut client, sent_at, request_timeout, (ApiKey::SaslAuthenticate, -1))
+                    .next_upstream_frame(
+                        &mut frames,
+                        &mut client,
+                        sent_at,
+                        request_timeout,
+                        (ApiKey::SaslAuthenticate, -1),
+                    )
                     .await?;
                 frame.wire_bytes().clone()
             }
@@ -405,35 +411,37 @@ async fn return_responses(
                 }
                 if let Some(work) = mirror {
                     let swallow = work.swallow;
-                    match produce::complete(shared, &header, &frame, *work, connection.cluster).await? {
+                    match produce::complete(shared, &header, &frame, *work, connection.cluster)
+                        .await?
+                    {
                         Some(answer) => answer,
                         None if swallow => continue,
                         None => frame.wire_bytes().clone(),
                     }
                 } else {
-                match rewrite {
-                    None => frame.wire_bytes().clone(),
-                    Some(kind) => {
-                        let view = shared.view(connection.cluster);
-                        match rewrite::rewrite_response(
-                            kind,
-                            header.api_version,
-                            frame.payload_bytes(),
-                            &view,
-                        ) {
-                            Ok(Some(rewritten)) => rewritten,
-                            Ok(None) => frame.wire_bytes().clone(),
-                            Err(e) => {
-                                return Err(SessionError::Rewrite {
-                                    cluster: connection.cluster,
-                                    api: api_name(header.api_key),
-                                    version: header.api_version,
-                                    reason: e.to_string(),
-                                })
+                    match rewrite {
+                        None => frame.wire_bytes().clone(),
+                        Some(kind) => {
+                            let view = shared.view(connection.cluster);
+                            match rewrite::rewrite_response(
+                                kind,
+                                header.api_version,
+                                frame.payload_bytes(),
+                                &view,
+                            ) {
+                                Ok(Some(rewritten)) => rewritten,
+                                Ok(None) => frame.wire_bytes().clone(),
+                                Err(e) => {
+                                    return Err(SessionError::Rewrite {
+                                        cluster: connection.cluster,
+                                        api: api_name(header.api_key),
+                                        version: header.api_version,
+                                        reason: e.to_string(),
+                                    })
+                                }
                             }
                         }
                     }
-                }
                 }
             }
         };
@@ -489,5 +497,4 @@ impl Connection {
             }),
         }
     }
-
 }

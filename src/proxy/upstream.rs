@@ -98,7 +98,10 @@ async fn ask_versions(
         .map_err(|e| format!("{addr}: {e}"))?;
     let payload = frame.payload_bytes();
     if payload.len() < 4 {
-        return Err(format!("{addr}: ApiVersions answer of {} bytes", payload.len()));
+        return Err(format!(
+            "{addr}: ApiVersions answer of {} bytes",
+            payload.len()
+        ));
     }
     let body: Bytes = payload.slice(4..);
     let response = api_versions::decode(body, 0).map_err(|e| format!("{addr}: {e}"))?;

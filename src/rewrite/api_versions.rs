@@ -122,9 +122,18 @@ mod tests {
         let ctx = FakeContext::default();
         let out = clamp(upstream(), &ctx);
         let ranges = ranges_of(&out);
-        assert_eq!(ranges[&(ApiKey::Produce as i16)], VersionRange { min: 3, max: 12 });
-        assert_eq!(ranges[&(ApiKey::Fetch as i16)], VersionRange { min: 4, max: 10 });
-        assert_eq!(ranges[&(ApiKey::Metadata as i16)], VersionRange { min: 0, max: 12 });
+        assert_eq!(
+            ranges[&(ApiKey::Produce as i16)],
+            VersionRange { min: 3, max: 12 }
+        );
+        assert_eq!(
+            ranges[&(ApiKey::Fetch as i16)],
+            VersionRange { min: 4, max: 10 }
+        );
+        assert_eq!(
+            ranges[&(ApiKey::Metadata as i16)],
+            VersionRange { min: 0, max: 12 }
+        );
         assert!(!ranges.contains_key(&(ApiKey::ConsumerGroupHeartbeat as i16)));
         assert!(!ranges.contains_key(&9999));
         assert_eq!(ctx.learned.borrow().as_ref().unwrap().len(), 6);
@@ -140,8 +149,14 @@ mod tests {
             ..Default::default()
         };
         let ranges = ranges_of(&clamp(upstream(), &ctx));
-        assert_eq!(ranges[&(ApiKey::Produce as i16)], VersionRange { min: 3, max: 8 });
-        assert!(!ranges.contains_key(&(ApiKey::Fetch as i16)), "B has no Fetch");
+        assert_eq!(
+            ranges[&(ApiKey::Produce as i16)],
+            VersionRange { min: 3, max: 8 }
+        );
+        assert!(
+            !ranges.contains_key(&(ApiKey::Fetch as i16)),
+            "B has no Fetch"
+        );
     }
 
     #[test]
@@ -163,7 +178,9 @@ mod tests {
             .unwrap()
             .unwrap();
         let mut body = out.slice(8..);
-        let decoded = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 0).unwrap();
+        let decoded =
+            <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 0)
+                .unwrap();
         assert_eq!(decoded.error_code, UNSUPPORTED_VERSION);
         assert_eq!(
             ranges_of(&decoded)[&(ApiKey::ApiVersions as i16)],

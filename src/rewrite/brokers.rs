@@ -64,15 +64,18 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     // v0-3 answer for one key in the top-level fields; v4+ in `coordinators`.
     if response.error_code == 0 && response.node_id.0 >= 0 {
-        let advertised = ctx.virtual_broker(response.node_id.0, Some((&response.host, response.port)));
+        let advertised =
+            ctx.virtual_broker(response.node_id.0, Some((&response.host, response.port)));
         response.node_id = BrokerId(advertised.node_id);
         response.host = advertised.host;
         response.port = advertised.port;
     }
     for coordinator in &mut response.coordinators {
         if coordinator.error_code == 0 && coordinator.node_id.0 >= 0 {
-            let advertised =
-                ctx.virtual_broker(coordinator.node_id.0, Some((&coordinator.host, coordinator.port)));
+            let advertised = ctx.virtual_broker(
+                coordinator.node_id.0,
+                Some((&coordinator.host, coordinator.port)),
+            );
             coordinator.node_id = BrokerId(advertised.node_id);
             coordinator.host = advertised.host;
             coordinator.port = advertised.port;
@@ -113,7 +116,8 @@ pub fn produce_leader_hints(
 ) -> Option<ProduceResponse> {
     let mut changed = false;
     for endpoint in &mut response.node_endpoints {
-        let advertised = ctx.virtual_broker(endpoint.node_id.0, Some((&endpoint.host, endpoint.port)));
+        let advertised =
+            ctx.virtual_broker(endpoint.node_id.0, Some((&endpoint.host, endpoint.port)));
         endpoint.node_id = BrokerId(advertised.node_id);
         endpoint.host = advertised.host;
         endpoint.port = advertised.port;
@@ -163,24 +167,32 @@ mod tests {
             .with_brokers(vec![broker(1, 9092), broker(2, 9093)])
             .with_controller_id(BrokerId(2))
             .with_cluster_id(Some(s("real-cluster")))
-            .with_topics(vec![MetadataResponseTopic::default().with_partitions(vec![
-                MetadataResponsePartition::default()
-                    .with_leader_id(BrokerId(2))
-                    .with_replica_nodes(vec![BrokerId(2), BrokerId(1), BrokerId(3)])
-                    .with_isr_nodes(vec![BrokerId(2)])
-                    .with_offline_replicas(vec![BrokerId(3)]),
-                MetadataResponsePartition::default().with_leader_id(BrokerId(-1)),
-            ])]);
+            .with_topics(vec![MetadataResponseTopic::default().with_partitions(
+                vec![
+                    MetadataResponsePartition::default()
+                        .with_leader_id(BrokerId(2))
+                        .with_replica_nodes(vec![BrokerId(2), BrokerId(1), BrokerId(3)])
+                        .with_isr_nodes(vec![BrokerId(2)])
+                        .with_offline_replicas(vec![BrokerId(3)]),
+                    MetadataResponsePartition::default().with_leader_id(BrokerId(-1)),
+                ],
+            )]);
         let out = metadata(response, &ctx);
         assert_eq!(
-            out.brokers.iter().map(|b| (b.node_id.0, b.host.as_str(), b.port)).collect::<Vec<_>>(),
+            out.brokers
+                .iter()
+                .map(|b| (b.node_id.0, b.host.as_str(), b.port))
+                .collect::<Vec<_>>(),
             vec![(100, "127.0.0.1", 9200), (101, "127.0.0.1", 9201)]
         );
         assert_eq!(out.controller_id, BrokerId(101));
         assert_eq!(out.cluster_id.as_deref(), Some("virtual-cluster"));
         let p = &out.topics[0].partitions[0];
         assert_eq!(p.leader_id, BrokerId(101));
-        assert_eq!(p.replica_nodes, vec![BrokerId(101), BrokerId(100), BrokerId(102)]);
+        assert_eq!(
+            p.replica_nodes,
+            vec![BrokerId(101), BrokerId(100), BrokerId(102)]
+        );
         assert_eq!(p.offline_replicas, vec![BrokerId(102)]);
         assert_eq!(out.topics[0].partitions[1].leader_id, BrokerId(-1));
     }
@@ -204,7 +216,10 @@ mod tests {
             .with_host(s("10.1.1.1"))
             .with_port(9092);
         let out = find_coordinator(old, &ctx);
-        assert_eq!((out.node_id.0, out.host.as_str(), out.port), (100, "127.0.0.1", 9200));
+        assert_eq!(
+            (out.node_id.0, out.host.as_str(), out.port),
+            (100, "127.0.0.1", 9200)
+        );
 
         let batched = FindCoordinatorResponse::default().with_coordinators(vec![
             Coordinator::default()
@@ -220,14 +235,19 @@ mod tests {
         let out = find_coordinator(batched, &ctx);
         assert_eq!(out.coordinators[0].node_id, BrokerId(100));
         assert_eq!(out.coordinators[0].port, 9200);
-        assert_eq!(out.coordinators[1].node_id, BrokerId(-1), "errors stay as they are");
+        assert_eq!(
+            out.coordinators[1].node_id,
+            BrokerId(-1),
+            "errors stay as they are"
+        );
     }
 
     #[test]
     fn produce_without_hints_is_left_alone() {
         let ctx = FakeContext::default();
-        let response = ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
-            .with_partition_responses(vec![PartitionProduceResponse::default()])]);
+        let response = ProduceResponse::default()
+            .with_responses(vec![TopicProduceResponse::default()
+                .with_partition_responses(vec![PartitionProduceResponse::default()])]);
         assert!(produce_leader_hints(response, &ctx).is_none());
     }
 
@@ -235,11 +255,12 @@ mod tests {
     fn produce_hints_name_virtual_brokers() {
         let ctx = FakeContext::default();
         let response = ProduceResponse::default()
-            .with_responses(vec![TopicProduceResponse::default().with_partition_responses(vec![
-                PartitionProduceResponse::default()
+            .with_responses(vec![TopicProduceResponse::default()
+                .with_partition_responses(vec![PartitionProduceResponse::default()
                     .with_error_code(6)
-                    .with_current_leader(LeaderIdAndEpoch::default().with_leader_id(BrokerId(4))),
-            ])])
+                    .with_current_leader(
+                        LeaderIdAndEpoch::default().with_leader_id(BrokerId(4)),
+                    )])])
             .with_node_endpoints(vec![NodeEndpoint::default()
                 .with_node_id(BrokerId(4))
                 .with_host(s("10.2.2.2"))
@@ -248,7 +269,9 @@ mod tests {
         assert_eq!(out.node_endpoints[0].node_id, BrokerId(100));
         assert_eq!(out.node_endpoints[0].host.as_str(), "127.0.0.1");
         assert_eq!(
-            out.responses[0].partition_responses[0].current_leader.leader_id,
+            out.responses[0].partition_responses[0]
+                .current_leader
+                .leader_id,
             BrokerId(100)
         );
     }

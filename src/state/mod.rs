@@ -42,12 +42,14 @@ impl StateDir {
     pub fn load<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StateError> {
         let path = self.dir.join(name);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StateError::Io { path, source }),
         }
@@ -86,7 +88,10 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         assert_eq!(state.load::<Vec<u32>>("x.json").unwrap(), None);
         state.store("x.json", &vec![1u32, 2, 3]).unwrap();
-        assert_eq!(state.load::<Vec<u32>>("x.json").unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(
+            state.load::<Vec<u32>>("x.json").unwrap(),
+            Some(vec![1, 2, 3])
+        );
         state.store("x.json", &vec![4u32]).unwrap();
         assert_eq!(state.load::<Vec<u32>>("x.json").unwrap(), Some(vec![4]));
     }

@@ -136,7 +136,9 @@ impl TranslationTable {
                 let line = line?;
                 let fields: Vec<&str> = line.split('\t').collect();
                 // A torn last line (crash mid-write) is skipped.
-                let [topic, partition, a, b, len] = fields[..] else { continue };
+                let [topic, partition, a, b, len] = fields[..] else {
+                    continue;
+                };
                 let (Ok(partition), Ok(a_start), Ok(b_start), Ok(len)) =
                     (partition.parse(), a.parse(), b.parse(), len.parse())
                 else {
@@ -230,7 +232,11 @@ mod tests {
         assert_eq!(p.a_to_b(99), Translated::BeforeFirst);
         assert_eq!(p.a_to_b(100), Translated::Offset(0));
         assert_eq!(p.a_to_b(114), Translated::Offset(14));
-        assert_eq!(p.a_to_b(117), Translated::Offset(15), "gap: next mirrored record");
+        assert_eq!(
+            p.a_to_b(117),
+            Translated::Offset(15),
+            "gap: next mirrored record"
+        );
         assert_eq!(p.a_to_b(124), Translated::Offset(19));
         assert_eq!(p.a_to_b(125), Translated::End(20));
         assert_eq!(p.b_to_a(14), Translated::Offset(114));
@@ -266,8 +272,14 @@ mod tests {
             .write_all(b"orders\t2\t18")
             .unwrap();
         let table = TranslationTable::open(dir.path(), "t.log").unwrap();
-        assert_eq!(table.partition("orders", 2).unwrap().segments(), &[seg(10, 0, 8)]);
-        assert_eq!(table.partition("orders", 3).unwrap().a_to_b(0), Translated::Offset(7));
+        assert_eq!(
+            table.partition("orders", 2).unwrap().segments(),
+            &[seg(10, 0, 8)]
+        );
+        assert_eq!(
+            table.partition("orders", 3).unwrap().a_to_b(0),
+            Translated::Offset(7)
+        );
     }
 
     proptest! {

@@ -174,7 +174,12 @@ pub async fn http_post(addr: SocketAddr, path: &str, json: &str) -> (u16, String
 }
 
 /// A plain HTTP request with extra header lines (each ending in CRLF).
-pub async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, String) {
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> (u16, String) {
     http_exchange(addr, method, path, headers, "").await
 }
 
@@ -254,12 +259,19 @@ pub fn read_cluster(
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = |out: &std::collections::BTreeMap<i32, Vec<StoredRecord>>| {
         ends.iter().all(|(p, high)| {
-            out[p].last().map_or(*high == 0, |r: &StoredRecord| r.offset + 1 >= *high)
+            out[p]
+                .last()
+                .map_or(*high == 0, |r: &StoredRecord| r.offset + 1 >= *high)
         })
     };
     while !done(&out) {
-        assert!(Instant::now() < deadline, "could not read {topic} up to its end");
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} up to its end"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let message = message.unwrap();
         let headers = message
             .headers()
@@ -269,13 +281,15 @@ pub fn read_cluster(
                     .collect()
             })
             .unwrap_or_default();
-        out.get_mut(&message.partition()).unwrap().push(StoredRecord {
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-            timestamp: message.timestamp().to_millis(),
-        });
+        out.get_mut(&message.partition())
+            .unwrap()
+            .push(StoredRecord {
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+                headers,
+                timestamp: message.timestamp().to_millis(),
+            });
     }
     out
 }
