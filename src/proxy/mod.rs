@@ -2,6 +2,7 @@
 
 pub mod brokers;
 mod produce;
+mod responses;
 mod session;
 mod upstream;
 

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
+use super::responses::{Next, ReadError, ResponseReader};
 use super::{produce, upstream, Shared, Target};
 use crate::config::ClusterName;
 use crate::error::SessionError;
@@ -27,9 +28,6 @@ use crate::protocol::header::{self, RequestHeaderPeek};
 use crate::protocol::versions::{api_name, is_supported, proxy_versions};
 use crate::rewrite::{self, api_versions, ResponseRewrite};
 
-/// Responses can be as large as a client's fetch asks for; the cap only
-/// guards against a corrupt length.
-const MAX_RESPONSE_FRAME: usize = i32::MAX as usize;
 const WRITE_BUFFER: usize = 64 * 1024;
 
 /// What the response side must do for one request, in request order.
@@ -343,7 +341,7 @@ async fn return_responses(
 ) -> Result<(), SessionError> {
     let shared = &connection.shared;
     let request_timeout = shared.config.upstream.request_timeout();
-    let mut frames = FramedRead::new(upstream_read, FrameCodec::new(MAX_RESPONSE_FRAME));
+    let mut reader = ResponseReader::new(upstream_read);
     let mut client = BufWriter::with_capacity(WRITE_BUFFER, client_write);
     let client_io = SessionError::ClientIo;
     loop {
@@ -361,16 +359,24 @@ async fn return_responses(
         let out = match entry {
             Pending::Local(bytes) => bytes,
             Pending::RawToken { sent_at } => {
-                let frame = connection
-                    .next_upstream_frame(
-                        &mut frames,
+                // Bare SASL tokens carry no correlation id and are small.
+                let next = connection
+                    .next_response(
+                        &mut reader,
                         &mut client,
                         sent_at,
                         request_timeout,
-                        (ApiKey::SaslAuthenticate, -1),
+                        (ApiKey::SaslAuthenticate, None),
+                        false,
                     )
                     .await?;
-                frame.wire_bytes().clone()
+                match next {
+                    Next::Frame(frame) => frame.wire_bytes().clone(),
+                    Next::Streamed(bytes) => {
+                        shared.metrics.bytes_out.increment(bytes as u64);
+                        continue;
+                    }
+                }
             }
             Pending::Upstream {
                 header,
@@ -379,30 +385,29 @@ async fn return_responses(
                 sent_at,
                 held_for,
             } => {
-                let frame = connection
-                    .next_upstream_frame(
-                        &mut frames,
+                let untouched = rewrite.is_none()
+                    && mirror.is_none()
+                    && header.api_key != ApiKey::SaslHandshake;
+                let next = connection
+                    .next_response(
+                        &mut reader,
                         &mut client,
                         sent_at,
                         request_timeout + held_for,
-                        (header.api_key, header.correlation_id),
+                        (header.api_key, Some(header.correlation_id)),
+                        untouched,
                     )
                     .await?;
-                let answered = header::peek_response_correlation_id(frame.payload());
-                if answered != Some(header.correlation_id) {
-                    return Err(SessionError::Upstream {
-                        cluster: connection.cluster,
-                        addr: connection.upstream_addr.clone(),
-                        reason: format!(
-                            "answered correlation id {answered:?} where {} ({}) was expected",
-                            header.correlation_id,
-                            api_name(header.api_key)
-                        ),
-                    });
-                }
                 if let Some(metrics) = shared.metrics.api(header.api_key) {
                     metrics.latency.record(sent_at.elapsed().as_secs_f64());
                 }
+                let frame = match next {
+                    Next::Frame(frame) => frame,
+                    Next::Streamed(bytes) => {
+                        shared.metrics.bytes_out.increment(bytes as u64);
+                        continue;
+                    }
+                };
                 if header.api_key == ApiKey::SaslHandshake
                     && header.api_version == 0
                     && handshake_succeeded(frame.payload())
@@ -458,42 +463,51 @@ fn handshake_succeeded(payload: &[u8]) -> bool {
 }
 
 impl Connection {
-    /// The next frame from upstream, flushing what the client is owed before
-    /// waiting for it.
-    async fn next_upstream_frame(
+    /// The next response from upstream within its deadline; see
+    /// [`ResponseReader::next`] for streaming.
+    async fn next_response(
         &self,
-        frames: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+        reader: &mut ResponseReader,
         client: &mut BufWriter<OwnedWriteHalf>,
         sent_at: Instant,
         budget: Duration,
-        (api, correlation_id): (ApiKey, i32),
-    ) -> Result<Frame, SessionError> {
-        let next = match frames.next().now_or_never() {
-            Some(next) => next,
-            None => {
-                client.flush().await.map_err(SessionError::ClientIo)?;
-                let deadline = sent_at + budget;
-                match tokio::time::timeout_at(deadline.into(), frames.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        return Err(SessionError::UpstreamTimeout {
-                            cluster: self.cluster,
-                            addr: self.upstream_addr.clone(),
-                            api: api_name(api),
-                            correlation_id,
-                            waited_ms: budget.as_millis() as u64,
-                        });
-                    }
-                }
-            }
-        };
-        match next {
-            Some(Ok(frame)) => Ok(frame),
-            Some(Err(e)) => Err(self.upstream_io(std::io::Error::other(e.to_string()))),
-            None => Err(SessionError::Upstream {
+        (api, correlation_id): (ApiKey, Option<i32>),
+        may_stream: bool,
+    ) -> Result<Next, SessionError> {
+        let deadline = sent_at + budget;
+        let next = tokio::time::timeout_at(
+            deadline.into(),
+            reader.next(client, correlation_id, may_stream),
+        );
+        match next.await {
+            Ok(Ok(next)) => Ok(next),
+            Ok(Err(ReadError::Client(e))) => Err(SessionError::ClientIo(e)),
+            Ok(Err(ReadError::Closed)) => Err(SessionError::Upstream {
                 cluster: self.cluster,
                 addr: self.upstream_addr.clone(),
                 reason: "closed the connection with requests outstanding".into(),
+            }),
+            Ok(Err(ReadError::Upstream(reason))) => Err(SessionError::Upstream {
+                cluster: self.cluster,
+                addr: self.upstream_addr.clone(),
+                reason,
+            }),
+            Ok(Err(ReadError::CorrelationMismatch { expected, answered })) => {
+                Err(SessionError::Upstream {
+                    cluster: self.cluster,
+                    addr: self.upstream_addr.clone(),
+                    reason: format!(
+                        "answered correlation id {answered} where {expected} ({}) was expected",
+                        api_name(api)
+                    ),
+                })
+            }
+            Err(_) => Err(SessionError::UpstreamTimeout {
+                cluster: self.cluster,
+                addr: self.upstream_addr.clone(),
+                api: api_name(api),
+                correlation_id: correlation_id.unwrap_or(-1),
+                waited_ms: budget.as_millis() as u64,
             }),
         }
     }
