@@ -321,3 +321,49 @@ async fn leader_moves_and_a_broker_dies_mid_stream_without_losing_acknowledged_r
     assert_eq!(report.duplicates, 0, "idempotent producer: {report:?}");
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_megabyte_fetch_responses_arrive_intact() {
+    let a = start_cluster(1, &[("blobs", 1)]).unwrap();
+    let harness = start_proxy(&a, None).await;
+    let bootstrap = harness.bootstrap();
+    let producer: FutureProducer = workload::producer_config(&bootstrap)
+        .set("linger.ms", "50")
+        .create()
+        .unwrap();
+    let blob =
+        |i: usize| -> Vec<u8> { (0..20 * 1024).map(|j| ((i * 31 + j) % 251) as u8).collect() };
+    let mut deliveries = Vec::new();
+    for i in 0..200 {
+        let value = blob(i);
+        let key = i.to_string();
+        deliveries.push(
+            producer
+                .send_result(FutureRecord::to("blobs").key(&key).payload(&value))
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+    // Fetch answers of several megabytes: streamed through, byte for byte.
+    let consumer: StreamConsumer = workload::consumer_config(&bootstrap, "blob-reader")
+        .set("fetch.max.bytes", "8388608")
+        .set("max.partition.fetch.bytes", "8388608")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["blobs"]).unwrap();
+    for i in 0..200 {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("record arrives")
+            .unwrap();
+        assert_eq!(message.key(), Some(i.to_string().as_bytes()));
+        assert!(
+            message.payload() == Some(&blob(i)[..]),
+            "record {i} differs"
+        );
+    }
+    harness.stop().await;
+}
