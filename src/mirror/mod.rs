@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod journal;
+pub mod producers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -60,7 +61,9 @@ pub struct Mirror {
     source: Arc<ClusterClient>,
     mode: Mutex<MirrorMode>,
     queues: Mutex<HashMap<(String, i32), mpsc::UnboundedSender<Submission>>>,
-    producers: tokio::sync::Mutex<HashMap<(i64, i16), (i64, i16)>>,
+    /// Serialises InitProducerId calls; the map itself is `producer_map`.
+    producers: tokio::sync::Mutex<Option<(i64, i16)>>,
+    producer_map: producers::ProducerMap,
     translation: Arc<TranslationTable>,
     journal: Journal,
     status: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
@@ -77,6 +80,7 @@ impl Mirror {
         mode: MirrorMode,
         translation: Arc<TranslationTable>,
         journal_path: &std::path::Path,
+        producer_map: producers::ProducerMap,
         gap_timeout: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<Arc<Mirror>> {
@@ -95,7 +99,8 @@ impl Mirror {
             source,
             mode: Mutex::new(mode),
             queues: Mutex::new(HashMap::new()),
-            producers: tokio::sync::Mutex::new(HashMap::new()),
+            producers: tokio::sync::Mutex::new(None),
+            producer_map,
             translation: translation.clone(),
             journal,
             status: Mutex::new(BTreeMap::new()),
@@ -220,7 +225,6 @@ impl Mirror {
                     partition,
                     next_a: None,
                     pending: BTreeMap::new(),
-                    first_sequence: HashMap::new(),
                     own_sequence: 0,
                 };
                 tokio::spawn(worker.run(queue_rx));
@@ -237,22 +241,35 @@ impl Mirror {
     /// The mirror cluster's producer id standing for a client's (id, epoch);
     /// `None` asks for the mirror's own id for non-idempotent batches.
     async fn mirror_producer(&self, client: Option<(i64, i16)>) -> Result<(i64, i16), ClientError> {
-        let key = client.unwrap_or((-1, -1));
-        let mut producers = self.producers.lock().await;
-        if let Some(mapped) = producers.get(&key) {
-            return Ok(*mapped);
+        let mut own = self.producers.lock().await;
+        match client {
+            None => {
+                if let Some(mapped) = *own {
+                    return Ok(mapped);
+                }
+                let mapped = self.client.init_producer_id().await?;
+                tracing::info!(cluster = %self.target, mirror = ?mapped, "mirror producer id for non-idempotent batches");
+                *own = Some(mapped);
+                Ok(mapped)
+            }
+            Some(key) => {
+                if let Some(mapped) = self.producer_map.mapped(key) {
+                    return Ok(mapped);
+                }
+                let mapped = self.client.init_producer_id().await?;
+                tracing::info!(cluster = %self.target, client = ?key, mirror = ?mapped, "mapped producer id");
+                self.producer_map.insert(key, mapped);
+                Ok(mapped)
+            }
         }
-        let mapped = self.client.init_producer_id().await?;
-        tracing::info!(cluster = %self.target, client = ?client, mirror = ?mapped, "mapped producer id");
-        producers.insert(key, mapped);
-        Ok(mapped)
     }
 
     async fn forget_producer(&self, client: Option<(i64, i16)>) {
-        self.producers
-            .lock()
-            .await
-            .remove(&client.unwrap_or((-1, -1)));
+        let mut own = self.producers.lock().await;
+        match client {
+            None => *own = None,
+            Some(key) => self.producer_map.remove(key),
+        }
     }
 
     /// Makes sure the topic exists in the mirror cluster, creating it with
@@ -299,9 +316,6 @@ struct PartitionWorker {
     /// The primary offset the next mirrored batch must start at.
     next_a: Option<i64>,
     pending: BTreeMap<i64, Submission>,
-    /// First sequence seen per client producer on this partition: the
-    /// mirror's producer starts at 0, so sequences are shifted by it.
-    first_sequence: HashMap<(i64, i16), i32>,
     own_sequence: i32,
 }
 
@@ -523,10 +537,14 @@ impl PartitionWorker {
             .map_err(|e| e.to_string())?;
         let sequence = match client_producer {
             Some(key) => {
-                let first = *self
-                    .first_sequence
-                    .entry(key)
-                    .or_insert(header.base_sequence);
+                // A fresh mirror producer starts at sequence 0: shift by
+                // where this client producer started on this partition.
+                let first = self.mirror.producer_map.first_sequence(
+                    key,
+                    &self.topic,
+                    self.partition,
+                    header.base_sequence,
+                );
                 header.base_sequence.wrapping_sub(first)
             }
             None => self.own_sequence,
@@ -559,7 +577,12 @@ impl PartitionWorker {
                 self.mirror.forget_producer(client_producer).await;
                 match client_producer {
                     Some(key) => {
-                        self.first_sequence.insert(key, header.base_sequence);
+                        self.mirror.producer_map.first_sequence(
+                            key,
+                            &self.topic,
+                            self.partition,
+                            header.base_sequence,
+                        );
                     }
                     None => self.own_sequence = 0,
                 }

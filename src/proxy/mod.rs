@@ -251,6 +251,14 @@ impl Proxy {
                     route.primary,
                     route.primary.other()
                 ));
+                let producer_map = crate::mirror::producers::ProducerMap::open(
+                    state.clone(),
+                    format!(
+                        "mirror-producers-{}-to-{}.json",
+                        route.primary,
+                        route.primary.other()
+                    ),
+                )?;
                 Some(
                     Mirror::new(
                         source,
@@ -258,6 +266,7 @@ impl Proxy {
                         route.mirror,
                         Arc::new(translation),
                         &journal,
+                        producer_map,
                         Duration::from_millis(config.mirror.gap_timeout_ms),
                         shutdown.clone(),
                     )

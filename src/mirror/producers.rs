@@ -1,0 +1,182 @@
+//! The producer-id map: which mirror-cluster producer id stands for each
+//! client producer, and where each client producer's sequences started on
+//! each partition. Persisted, so that after a restart a batch written again
+//! carries the same producer id and sequence and the mirror cluster
+//! recognises it as a duplicate.
+//!
+//! The mirror's own producer id for non-idempotent batches is not persisted:
+//! its sequences advance with every batch, and a fresh id after a restart is
+//! simpler than keeping them durable.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{StateDir, StateError};
+
+type ClientProducer = (i64, i16);
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ProducerFile {
+    mapped: Vec<MappedProducer>,
+    first_sequences: Vec<FirstSequence>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MappedProducer {
+    client_id: i64,
+    client_epoch: i16,
+    mirror_id: i64,
+    mirror_epoch: i16,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FirstSequence {
+    client_id: i64,
+    client_epoch: i16,
+    topic: String,
+    partition: i32,
+    sequence: i32,
+}
+
+#[derive(Default)]
+struct Maps {
+    mapped: HashMap<ClientProducer, (i64, i16)>,
+    first: HashMap<(ClientProducer, String, i32), i32>,
+}
+
+pub struct ProducerMap {
+    state: StateDir,
+    file: String,
+    maps: Mutex<Maps>,
+}
+
+impl ProducerMap {
+    pub fn open(state: StateDir, file: String) -> Result<ProducerMap, StateError> {
+        let stored: ProducerFile = state.load(&file)?.unwrap_or_default();
+        let mut maps = Maps::default();
+        for m in stored.mapped {
+            maps.mapped
+                .insert((m.client_id, m.client_epoch), (m.mirror_id, m.mirror_epoch));
+        }
+        for f in stored.first_sequences {
+            maps.first.insert(
+                ((f.client_id, f.client_epoch), f.topic, f.partition),
+                f.sequence,
+            );
+        }
+        Ok(ProducerMap {
+            state,
+            file,
+            maps: Mutex::new(maps),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, maps: &Maps) {
+        let file = ProducerFile {
+            mapped: maps
+                .mapped
+                .iter()
+                .map(
+                    |(&(client_id, client_epoch), &(mirror_id, mirror_epoch))| MappedProducer {
+                        client_id,
+                        client_epoch,
+                        mirror_id,
+                        mirror_epoch,
+                    },
+                )
+                .collect(),
+            first_sequences: maps
+                .first
+                .iter()
+                .map(
+                    |(((client_id, client_epoch), topic, partition), &sequence)| FirstSequence {
+                        client_id: *client_id,
+                        client_epoch: *client_epoch,
+                        topic: topic.clone(),
+                        partition: *partition,
+                        sequence,
+                    },
+                )
+                .collect(),
+        };
+        if let Err(e) = self.state.store(&self.file, &file) {
+            tracing::error!(error = %e, "cannot persist the producer-id map");
+        }
+    }
+
+    pub fn mapped(&self, client: ClientProducer) -> Option<(i64, i16)> {
+        self.lock().mapped.get(&client).copied()
+    }
+
+    pub fn insert(&self, client: ClientProducer, mirror: (i64, i16)) {
+        let mut maps = self.lock();
+        maps.mapped.insert(client, mirror);
+        self.persist(&maps);
+    }
+
+    /// Forgets a mapping and where its sequences started.
+    pub fn remove(&self, client: ClientProducer) {
+        let mut maps = self.lock();
+        maps.mapped.remove(&client);
+        maps.first.retain(|(key, _, _), _| *key != client);
+        self.persist(&maps);
+    }
+
+    /// Where `client`'s sequences start on this partition; `candidate` (the
+    /// sequence of the first batch seen) when not known yet.
+    pub fn first_sequence(
+        &self,
+        client: ClientProducer,
+        topic: &str,
+        partition: i32,
+        candidate: i32,
+    ) -> i32 {
+        let mut maps = self.lock();
+        let key = (client, topic.to_owned(), partition);
+        if let Some(&first) = maps.first.get(&key) {
+            return first;
+        }
+        maps.first.insert(key, candidate);
+        self.persist(&maps);
+        candidate
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().mapped.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings_and_first_sequences_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let open =
+            || ProducerMap::open(StateDir::open(dir.path()).unwrap(), "p.json".into()).unwrap();
+        {
+            let map = open();
+            map.insert((7, 0), (9000, 0));
+            assert_eq!(map.first_sequence((7, 0), "orders", 1, 40), 40);
+            assert_eq!(map.first_sequence((7, 0), "orders", 1, 99), 40);
+        }
+        let map = open();
+        assert_eq!(map.mapped((7, 0)), Some((9000, 0)));
+        assert_eq!(map.first_sequence((7, 0), "orders", 1, 5), 40);
+        map.remove((7, 0));
+        let map = open();
+        assert_eq!(map.mapped((7, 0)), None);
+        assert_eq!(map.first_sequence((7, 0), "orders", 1, 5), 5);
+    }
+}
