@@ -24,6 +24,35 @@ pub const VIRTUAL_BROKERS: &str = "switchyard_virtual_brokers";
 pub const MIRROR_SYNC_TIMEOUTS: &str = "switchyard_mirror_sync_timeouts_total";
 pub const MIRROR_TRANSACTIONAL_REFUSED: &str = "switchyard_mirror_transactional_refused_total";
 
+pub const MIRROR_LAG_RECORDS: &str = "switchyard_mirror_lag_records";
+pub const MIRROR_LAG_BYTES: &str = "switchyard_mirror_lag_bytes";
+pub const MIRROR_BATCHES: &str = "switchyard_mirror_batches_total";
+pub const MIRROR_RETRIES: &str = "switchyard_mirror_retries_total";
+pub const MIRROR_DIVERGENT: &str = "switchyard_mirror_divergent_records_total";
+
+/// The mirror's numbers, labelled by the cluster written to.
+pub struct MirrorMetrics {
+    pub lag_records: Gauge,
+    pub lag_bytes: Gauge,
+    pub batches: Counter,
+    pub retries: Counter,
+    pub divergent_records: Counter,
+}
+
+impl MirrorMetrics {
+    pub fn new(target: ClusterName) -> MirrorMetrics {
+        prometheus();
+        let cluster = target.as_str();
+        MirrorMetrics {
+            lag_records: gauge!(MIRROR_LAG_RECORDS, "cluster" => cluster),
+            lag_bytes: gauge!(MIRROR_LAG_BYTES, "cluster" => cluster),
+            batches: counter!(MIRROR_BATCHES, "cluster" => cluster),
+            retries: counter!(MIRROR_RETRIES, "cluster" => cluster),
+            divergent_records: counter!(MIRROR_DIVERGENT, "cluster" => cluster),
+        }
+    }
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,

@@ -129,6 +129,14 @@ async fn sync_mirror_holds_the_same_records_in_the_same_order() {
     assert_eq!(json["mirror"], "sync");
     assert_eq!(json["mirroring"]["lag_records"], 0, "{status}");
     assert_eq!(json["mirroring"]["divergent_records"], 0, "{status}");
+    let (_, metrics) = http_get(harness.proxy.admin_addr(), "/metrics").await;
+    assert!(
+        metric_value(
+            &metrics,
+            "switchyard_mirror_batches_total",
+            &["cluster=\"b\""]
+        ) > 0.0
+    );
     harness.stop().await;
 }
 

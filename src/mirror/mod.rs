@@ -69,6 +69,7 @@ pub struct Mirror {
     status: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     gap_timeout: Duration,
     shutdown: CancellationToken,
+    metrics: crate::metrics::MirrorMetrics,
 }
 
 impl Mirror {
@@ -93,6 +94,7 @@ impl Mirror {
             })
             .collect();
         let journal = Journal::open(journal_path, unmirrored.len())?;
+        let metrics = crate::metrics::MirrorMetrics::new(client.cluster());
         let mirror = Arc::new(Mirror {
             target: client.cluster(),
             client,
@@ -106,6 +108,7 @@ impl Mirror {
             status: Mutex::new(BTreeMap::new()),
             gap_timeout,
             shutdown: shutdown.clone(),
+            metrics,
         });
         // Segments reach the disk within 100 ms of being learned.
         tokio::spawn(async move {
@@ -208,6 +211,8 @@ impl Mirror {
             s.lag_records += records;
             s.lag_bytes += bytes;
         });
+        self.metrics.lag_records.increment(records as f64);
+        self.metrics.lag_bytes.increment(bytes as f64);
         let submission = Submission {
             a_base,
             batches,
@@ -379,6 +384,10 @@ impl PartitionWorker {
                     self.mirror.update_status(&self.topic, self.partition, |s| {
                         s.divergent_records += skipped
                     });
+                    self.mirror
+                        .metrics
+                        .divergent_records
+                        .increment(skipped.max(0) as u64);
                     self.next_a = Some(a_base);
                 }
                 if self.pending.first_key_value().map(|(k, _)| *k) != Some(a_base) {
@@ -407,6 +416,11 @@ impl PartitionWorker {
                     s.lag_records -= records;
                     s.lag_bytes -= submission.bytes;
                 });
+                self.mirror.metrics.lag_records.decrement(records as f64);
+                self.mirror
+                    .metrics
+                    .lag_bytes
+                    .decrement(submission.bytes as f64);
             }
             None => {
                 self.pending.insert(submission.a_base, submission);
@@ -457,6 +471,8 @@ impl PartitionWorker {
             s.lag_bytes -= bytes;
             s.next_offset = self.next_a;
         });
+        self.mirror.metrics.lag_records.decrement(counted as f64);
+        self.mirror.metrics.lag_bytes.decrement(bytes as f64);
         for waiter in submission.waiters {
             let _ = waiter.send(outcome.clone());
         }
@@ -484,6 +500,7 @@ impl PartitionWorker {
                 {
                     tracing::error!(error = %e, "cannot record translation segment");
                 }
+                self.mirror.metrics.batches.increment(1);
                 self.mirror.update_status(&self.topic, self.partition, |s| {
                     s.mirrored_batches += 1;
                     s.first_mirrored_offset.get_or_insert(a_offset);
@@ -511,6 +528,7 @@ impl PartitionWorker {
                 Ok(Attempt::AlreadyThere) => return None,
                 Err(error) => error,
             };
+            self.mirror.metrics.retries.increment(1);
             self.mirror.update_status(&self.topic, self.partition, |s| {
                 s.retries += 1;
                 s.last_error = Some(error.clone());

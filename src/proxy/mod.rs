@@ -189,6 +189,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(config: Config) -> Result<Proxy, StartError> {
+        crate::metrics::prometheus();
         let bootstrap = TcpListener::bind(&config.listen.bootstrap)
             .await
             .map_err(|source| StartError::Listen {
