@@ -68,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::fmt().with_env_filter(filter).init();
             let report = switchyard::demo::run(records).await?;
             switchyard::demo::print_report(&report);
-            if !report.integrity.is_clean() || report.real_brokers_leaked > 0 {
+            if !report.integrity.is_clean()
+                || report.real_brokers_leaked > 0
+                || !report.mirror_identical
+            {
                 std::process::exit(1);
             }
             Ok(())

@@ -14,8 +14,8 @@ const PARTITIONS: i32 = 4;
 /// Same records, same order, per partition; and the translation table maps
 /// every record of A to the same record in B.
 fn assert_mirrored(harness: &Harness, a: &Cluster, b: &Cluster, topic: &str) -> usize {
-    let in_a = read_cluster(&a.bootstrap_servers(), topic, PARTITIONS);
-    let in_b = read_cluster(&b.bootstrap_servers(), topic, PARTITIONS);
+    let in_a = read_cluster(&a.bootstrap_servers(), topic, PARTITIONS).unwrap();
+    let in_b = read_cluster(&b.bootstrap_servers(), topic, PARTITIONS).unwrap();
     let mirror = harness.proxy.shared().mirror.as_ref().unwrap();
     let mut total = 0;
     for partition in 0..PARTITIONS {
@@ -266,7 +266,7 @@ async fn mirror_admin_refuses_bad_requests_and_transactions_are_refused_while_mi
         sent.is_err(),
         "a transactional write is refused while mirroring"
     );
-    let in_a = read_cluster(&a.bootstrap_servers(), "t", 1);
+    let in_a = read_cluster(&a.bootstrap_servers(), "t", 1).unwrap();
     assert!(in_a[&0].is_empty(), "nothing was written to A either");
     harness.stop().await;
 }

@@ -69,6 +69,11 @@ pub fn addresses_seen_by_client(bootstrap: &str) -> anyhow::Result<Vec<String>> 
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
     pub records: usize,
+    /// Records cluster B holds for the topic, read straight from B.
+    pub mirrored_records: usize,
+    /// B holds A's records byte-equal in A's order, and the translation
+    /// table maps every A offset to the same record in B.
+    pub mirror_identical: bool,
     pub produce_seconds: f64,
     pub consume_seconds: f64,
     pub brokers_seen_by_clients: Vec<String>,
@@ -87,6 +92,10 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
         &state,
     );
     let proxy = Proxy::start(config).await?;
+    proxy
+        .shared()
+        .set_mirror_mode(crate::config::MirrorMode::Sync)
+        .map_err(anyhow::Error::msg)?;
     let bootstrap = proxy.bootstrap_addr().to_string();
     println!("cluster A: {}", cluster_a.bootstrap_servers());
     println!("cluster B: {}", cluster_b.bootstrap_servers());
@@ -126,16 +135,54 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
         })
         .collect();
     let leaked = seen.iter().filter(|a| real.contains(a)).count();
+    let (mirrored_records, mirror_identical) =
+        compare_clusters(&proxy, &cluster_a, &cluster_b, topic, 6)?;
     proxy.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&state);
     Ok(DemoReport {
         records,
+        mirrored_records,
+        mirror_identical,
         produce_seconds,
         consume_seconds,
         brokers_seen_by_clients: seen,
         real_brokers_leaked: leaked,
         integrity: workload::check(&acked, &consumed),
     })
+}
+
+/// Reads the topic straight from both clusters and checks that B holds A's
+/// records, byte-equal and in order, with every offset translated.
+fn compare_clusters(
+    proxy: &Proxy,
+    a: &Cluster,
+    b: &Cluster,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<(usize, bool)> {
+    use crate::translate::Translated;
+    let in_a = workload::read_cluster(&a.bootstrap_servers(), topic, partitions)?;
+    let in_b = workload::read_cluster(&b.bootstrap_servers(), topic, partitions)?;
+    let mirror = proxy.shared().mirror.as_ref();
+    let mut identical = true;
+    let mut total = 0;
+    for partition in 0..partitions {
+        let (left, right) = (&in_a[&partition], &in_b[&partition]);
+        total += right.len();
+        let same = |x: &workload::StoredRecord, y: &workload::StoredRecord| {
+            (&x.key, &x.value, &x.headers, x.timestamp)
+                == (&y.key, &y.value, &y.headers, y.timestamp)
+        };
+        let segments = mirror.and_then(|m| m.translation().partition(topic, partition));
+        identical &= left.len() == right.len()
+            && left.iter().zip(right).all(|(x, y)| {
+                same(x, y)
+                    && segments
+                        .as_ref()
+                        .is_some_and(|s| s.a_to_b(x.offset) == Translated::Offset(y.offset))
+            });
+    }
+    Ok((total, identical))
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -154,6 +201,11 @@ pub fn print_report(report: &DemoReport) {
     println!("  lost                  {}", i.lost);
     println!("  duplicates            {}", i.duplicates);
     println!("  order violations      {}", i.order_violations);
+    println!("  mirrored into B       {}", report.mirrored_records);
+    println!(
+        "  B identical to A      {} (byte-equal, same order, every offset translated)",
+        if report.mirror_identical { "yes" } else { "NO" }
+    );
     println!("  produce time          {:.2} s", report.produce_seconds);
     println!("  consume time          {:.2} s", report.consume_seconds);
     println!(
@@ -163,7 +215,11 @@ pub fn print_report(report: &DemoReport) {
     );
     println!(
         "  verdict               {}",
-        if i.is_clean() && report.real_brokers_leaked == 0 && i.acknowledged == report.records {
+        if i.is_clean()
+            && report.real_brokers_leaked == 0
+            && i.acknowledged == report.records
+            && report.mirror_identical
+        {
             "PASS"
         } else {
             "FAIL"

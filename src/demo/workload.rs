@@ -278,6 +278,76 @@ pub fn check(acked: &[RecordRef], consumed: &[RecordRef]) -> IntegrityReport {
     report
 }
 
+/// One record as a cluster stores it, everything a consumer can compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp: Option<i64>,
+}
+
+/// Reads every record of `topic` straight from a cluster (not through the
+/// proxy), per partition, up to each partition's high watermark.
+pub fn read_cluster(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<BTreeMap<i32, Vec<StoredRecord>>> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = consumer_config(bootstrap, "direct-reader")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut out = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for partition in 0..partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        ends.insert(partition, high);
+        out.insert(partition, Vec::new());
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = |out: &BTreeMap<i32, Vec<StoredRecord>>| {
+        ends.iter().all(|(p, high)| {
+            out[p]
+                .last()
+                .map_or(*high == 0, |r: &StoredRecord| r.offset + 1 >= *high)
+        })
+    };
+    while !done(&out) {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} up to its end"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.get_mut(&message.partition())
+            .unwrap()
+            .push(StoredRecord {
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+                headers,
+                timestamp: message.timestamp().to_millis(),
+            });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -400,6 +400,10 @@ impl ClusterClient {
         partition: i32,
         records: Bytes,
     ) -> Result<(i16, i64), ClientError> {
+        if self.leader_addr(topic, partition).is_none() {
+            // First write to this partition: learn its leader.
+            self.refresh(&[topic.to_owned()]).await?;
+        }
         let addr = self
             .leader_addr(topic, partition)
             .ok_or_else(|| ClientError::NoLeader {

@@ -74,7 +74,12 @@ pub(super) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr
                 }
                 _ => shared.metrics.client_error(e.kind()),
             }
-            tracing::warn!(%peer, side = e.side().label(), "closing client connection: {e}");
+            if matches!(e, SessionError::ClientIo(_)) {
+                // The client went away: ordinary, not a fault.
+                tracing::debug!(%peer, "client connection ended: {e}");
+            } else {
+                tracing::warn!(%peer, side = e.side().label(), "closing client connection: {e}");
+            }
         }
     }
 }

@@ -12,7 +12,9 @@ use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, Str
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use switchyard::demo::workload::{self, check, ProduceSpec, RecordRef};
+pub use switchyard::demo::workload::{
+    self, check, read_cluster, ProduceSpec, RecordRef, StoredRecord,
+};
 pub use switchyard::demo::{addresses_seen_by_client, loopback_config, start_cluster, Cluster};
 use switchyard::{Config, Proxy};
 
@@ -216,80 +218,4 @@ pub fn metric_value(metrics: &str, name: &str, parts: &[&str]) -> f64 {
         .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// One record as a cluster stores it, everything a consumer can compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-    pub timestamp: Option<i64>,
-}
-
-/// Reads every record of `topic` straight from a cluster (not through the
-/// proxy), per partition, up to each partition's high watermark.
-pub fn read_cluster(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-) -> std::collections::BTreeMap<i32, Vec<StoredRecord>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
-    use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = workload::consumer_config(bootstrap, "direct-reader")
-        .set("enable.partition.eof", "false")
-        .create()
-        .unwrap();
-    let mut out = std::collections::BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = std::collections::BTreeMap::new();
-    for partition in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .unwrap();
-        ends.insert(partition, high);
-        out.insert(partition, Vec::new());
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = |out: &std::collections::BTreeMap<i32, Vec<StoredRecord>>| {
-        ends.iter().all(|(p, high)| {
-            out[p]
-                .last()
-                .map_or(*high == 0, |r: &StoredRecord| r.offset + 1 >= *high)
-        })
-    };
-    while !done(&out) {
-        assert!(
-            Instant::now() < deadline,
-            "could not read {topic} up to its end"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.unwrap();
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.get_mut(&message.partition())
-            .unwrap()
-            .push(StoredRecord {
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().map(<[u8]>::to_vec),
-                headers,
-                timestamp: message.timestamp().to_millis(),
-            });
-    }
-    out
 }
