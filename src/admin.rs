@@ -30,6 +30,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/mirror", post(set_mirror))
+        .route("/readiness", get(readiness))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,
@@ -74,6 +75,28 @@ async fn not_found(request: Request) -> Response {
             request.uri().path()
         ),
     )
+}
+
+async fn readiness_value(shared: &Shared) -> serde_json::Value {
+    let bound = shared.config.upstream.request_timeout();
+    match tokio::time::timeout(bound, crate::cutover::readiness::readiness(shared)).await {
+        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+        Err(_) => serde_json::json!({
+            "ready": false,
+            "reasons": [format!("readiness could not be computed within {bound:?}")],
+        }),
+    }
+}
+
+async fn readiness(State(shared): State<Arc<Shared>>) -> Response {
+    let bound = shared.config.upstream.request_timeout();
+    match tokio::time::timeout(bound, crate::cutover::readiness::readiness(&shared)).await {
+        Ok(report) => Json(report).into_response(),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("readiness could not be computed within {bound:?}"),
+        ),
+    }
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
@@ -167,6 +190,8 @@ struct StatusBody {
     primary: ClusterName,
     mirror: crate::config::MirrorMode,
     mirroring: serde_json::Value,
+    /// Whether a flip would be lossless now, per group and partition.
+    readiness: serde_json::Value,
     virtual_cluster_id: String,
     client_connections: usize,
     clusters: Vec<ClusterStatus>,
@@ -216,6 +241,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
         primary: shared.primary(),
         mirror: shared.route().mirror,
         mirroring: mirror_status(&shared),
+        readiness: readiness_value(&shared).await,
         virtual_cluster_id: shared.brokers.cluster_id().to_string(),
         client_connections: shared.active_sessions(),
         clusters,

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod cutover;
 pub mod error;
 pub mod metrics;
 pub mod mirror;

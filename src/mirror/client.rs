@@ -9,9 +9,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse,
+    MetadataRequest, MetadataResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, Encodable, HeaderVersion, Message, StrBytes,
@@ -31,6 +32,8 @@ const METADATA_VERSION: i16 = 4;
 const PRODUCE_VERSION: i16 = 7;
 const INIT_PRODUCER_ID_VERSION: i16 = 1;
 const CREATE_TOPICS_VERSION: i16 = 4;
+const FIND_COORDINATOR_VERSION: i16 = 2;
+const OFFSET_FETCH_VERSION: i16 = 3;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -372,6 +375,22 @@ impl ClusterClient {
         metadata.brokers.get(leader).cloned()
     }
 
+    /// Every topic of the cluster with its partition count.
+    pub async fn list_topics(&self) -> Result<HashMap<String, usize>, ClientError> {
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(None);
+        let response: MetadataResponse = self
+            .call_any(ApiKey::Metadata, METADATA_VERSION, &request)
+            .await?;
+        Ok(response
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0 && !t.is_internal)
+            .filter_map(|t| Some((t.name.as_ref()?.0.to_string(), t.partitions.len())))
+            .collect())
+    }
+
     /// A fresh idempotent producer id on this cluster.
     pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
         let request = InitProducerIdRequest::default()
@@ -455,5 +474,67 @@ impl ClusterClient {
             .call_any(ApiKey::CreateTopics, CREATE_TOPICS_VERSION, &request)
             .await?;
         Ok(response.topics.first().map_or(-1, |t| t.error_code))
+    }
+
+    /// The committed offsets of a consumer group: (topic, partition) →
+    /// offset, as the group's coordinator answers.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> Result<HashMap<(String, i32), i64>, ClientError> {
+        let topics = self.list_topics().await?;
+        let find = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_owned()))
+            .with_key_type(0);
+        let coordinator: FindCoordinatorResponse = self
+            .call_any(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &find)
+            .await?;
+        let broker_error = |reason: String| ClientError::Broker {
+            cluster: self.cluster,
+            addr: String::new(),
+            reason,
+        };
+        if coordinator.error_code != 0 {
+            return Err(broker_error(format!(
+                "no coordinator for group {group}: error {}",
+                coordinator.error_code
+            )));
+        }
+        let addr = format!("{}:{}", coordinator.host, coordinator.port);
+        // Every topic named explicitly: not every broker answers the
+        // "all topics" form.
+        let request = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_topics(Some(
+                topics
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(name)))
+                            .with_partition_indexes((0..partitions as i32).collect())
+                    })
+                    .collect(),
+            ));
+        let response: OffsetFetchResponse = self
+            .call_at(&addr, ApiKey::OffsetFetch, OFFSET_FETCH_VERSION, &request)
+            .await?;
+        if response.error_code != 0 {
+            return Err(broker_error(format!(
+                "OffsetFetch for group {group}: error {}",
+                response.error_code
+            )));
+        }
+        let mut offsets = HashMap::new();
+        for topic in &response.topics {
+            for partition in &topic.partitions {
+                if partition.error_code == 0 && partition.committed_offset >= 0 {
+                    offsets.insert(
+                        (topic.name.0.to_string(), partition.partition_index),
+                        partition.committed_offset,
+                    );
+                }
+            }
+        }
+        Ok(offsets)
     }
 }

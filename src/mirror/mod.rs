@@ -163,6 +163,11 @@ impl Mirror {
         Ok(())
     }
 
+    /// The client of the cluster mirrored from (the primary).
+    pub fn source(&self) -> &ClusterClient {
+        &self.source
+    }
+
     pub fn target(&self) -> ClusterName {
         self.target
     }

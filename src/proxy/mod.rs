@@ -64,6 +64,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Present when a second cluster is configured.
     pub mirror: Option<Arc<Mirror>>,
+    /// Consumer groups seen in client traffic.
+    pub groups: crate::cutover::KnownGroups,
     state: StateDir,
     primary: RwLock<ClusterName>,
     versions: RwLock<HashMap<ClusterName, ApiRanges>>,
@@ -288,6 +290,7 @@ impl Proxy {
             brokers,
             metrics: Metrics::new(),
             mirror,
+            groups: crate::cutover::KnownGroups::open(state.clone())?,
             state,
             versions: RwLock::new(HashMap::new()),
             shutdown,

@@ -252,7 +252,9 @@ impl Connection {
         }
         let rewrite = ResponseRewrite::for_request(api, header.api_version);
         if rewrite.is_some() && api != ApiKey::Produce {
-            validate_request_body(payload, &header)?;
+            for group in validate_request_body(payload, &header)? {
+                self.shared.groups.note(&group);
+            }
         }
         if let Some(metrics) = self.shared.metrics.api(api) {
             metrics.requests.increment(1);
@@ -303,19 +305,32 @@ impl Connection {
 
 /// Requests whose responses the proxy rewrites are decoded first: a frame the
 /// proxy cannot parse is never passed on to be answered and rewritten.
-fn validate_request_body(payload: &[u8], header: &RequestHeaderPeek) -> Result<(), SessionError> {
+/// Returns the consumer groups a FindCoordinator request names.
+fn validate_request_body(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<Vec<String>, SessionError> {
     let mut body = Bytes::copy_from_slice(&payload[header.body_offset..]);
     let version = header.api_version;
+    let mut groups = Vec::new();
     let result = match header.api_key {
         ApiKey::ApiVersions => ApiVersionsRequest::decode(&mut body, version).map(drop),
         ApiKey::Metadata => MetadataRequest::decode(&mut body, version).map(drop),
-        ApiKey::FindCoordinator => FindCoordinatorRequest::decode(&mut body, version).map(drop),
+        ApiKey::FindCoordinator => FindCoordinatorRequest::decode(&mut body, version).map(|r| {
+            if r.key_type == 0 {
+                if version < 4 {
+                    groups.push(r.key.to_string());
+                } else {
+                    groups.extend(r.coordinator_keys.iter().map(|k| k.to_string()));
+                }
+            }
+        }),
         ApiKey::DescribeCluster => DescribeClusterRequest::decode(&mut body, version).map(drop),
         _ => Ok(()),
     };
     // Trailing bytes are tolerated, as brokers tolerate them: clients differ
     // in how they end a body, and the request goes upstream unchanged.
-    result.map_err(|e| {
+    result.map(|()| groups).map_err(|e| {
         SessionError::BadRequest(format!(
             "{} v{version} request body does not decode: {e:#}",
             api_name(header.api_key)
