@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClusterName, MirrorMode};
 use crate::protocol::batch::{self, BatchHeader};
+use crate::state::StateDir;
 use crate::translate::{Segment, TranslationTable};
 use client::{ClientError, ClusterClient, TopicState};
 use journal::{Journal, JournalEntry};
@@ -79,12 +80,23 @@ impl Mirror {
         source: Arc<ClusterClient>,
         client: Arc<ClusterClient>,
         mode: MirrorMode,
-        translation: Arc<TranslationTable>,
-        journal_path: &std::path::Path,
-        producer_map: producers::ProducerMap,
+        state: &StateDir,
         gap_timeout: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<Arc<Mirror>> {
+        // One set of files per direction of mirroring.
+        let direction = format!("{}-to-{}", source.cluster(), client.cluster());
+        let translation = Arc::new(TranslationTable::open(
+            state.path(),
+            &format!("translation-{direction}.log"),
+        )?);
+        let journal_path = state.path().join(format!("mirror-journal-{direction}.log"));
+        let journal_path = journal_path.as_path();
+        let producer_map = producers::ProducerMap::open(
+            state.clone(),
+            format!("mirror-producers-{direction}.json"),
+        )
+        .map_err(std::io::Error::other)?;
         let unmirrored: Vec<JournalEntry> = journal::replay(journal_path)?
             .into_iter()
             .filter(|e| {

@@ -23,7 +23,6 @@ use crate::mirror::client::ClusterClient;
 use crate::mirror::Mirror;
 use crate::rewrite::{Advertised, ApiRanges, RewriteContext};
 use crate::state::{StateDir, StateError};
-use crate::translate::TranslationTable;
 use brokers::BrokerRegistry;
 
 #[derive(Debug, thiserror::Error)]
@@ -240,36 +239,12 @@ impl Proxy {
                     target.bootstrap_addrs(),
                     timeout,
                 ));
-                let translation = TranslationTable::open(
-                    state.path(),
-                    &format!(
-                        "translation-{}-to-{}.log",
-                        route.primary,
-                        route.primary.other()
-                    ),
-                )
-                .map_err(StartError::Translation)?;
-                let journal = state.path().join(format!(
-                    "mirror-journal-{}-to-{}.log",
-                    route.primary,
-                    route.primary.other()
-                ));
-                let producer_map = crate::mirror::producers::ProducerMap::open(
-                    state.clone(),
-                    format!(
-                        "mirror-producers-{}-to-{}.json",
-                        route.primary,
-                        route.primary.other()
-                    ),
-                )?;
                 Some(
                     Mirror::new(
                         source,
                         client,
                         route.mirror,
-                        Arc::new(translation),
-                        &journal,
-                        producer_map,
+                        &state,
                         Duration::from_millis(config.mirror.gap_timeout_ms),
                         shutdown.clone(),
                     )
