@@ -1,22 +1,63 @@
 //! Load comparison: the same rdkafka workload against a 3-broker librdkafka
-//! MockCluster, once directly and once through switchyard, alternating so
-//! both paths see the same machine conditions.
+//! MockCluster, directly, through switchyard as a plain passthrough, and
+//! through switchyard mirroring every produced batch to a second 3-broker
+//! mock cluster (B) in sync and in async mode. The paths take turns within
+//! each round, so all of them see the same machine conditions.
 //!
 //! Run with `cargo bench --bench load`. Environment:
-//! - `LOAD_RECORDS` (default 200000): records of 1 KiB per produce run.
-//! - `LOAD_ROUNDS` (default 3): direct/proxy pairs per metric; the table
-//!   shows the median of the rounds.
+//! - `LOAD_RECORDS` (default 200000): records of 1 KiB per produce run on
+//!   the direct and proxy paths.
+//! - `LOAD_MIRROR_RECORDS` (default: `LOAD_RECORDS`): the same for the two
+//!   mirror paths.
+//! - `LOAD_ROUNDS` (default 3): rounds per metric; the table shows the
+//!   median of the rounds.
 //! - `LOAD_LATENCY_SECS` (default 5): length of the fixed-rate latency run.
+//! - `LOAD_CATCH_UP_SECS` (default 60): how long to wait, after a mirror
+//!   run, for cluster B to have everything before the next run starts.
+//! - `LOAD_PROXY_THREADS` (default: one per CPU): worker threads of the
+//!   proxy's tokio runtime.
+//! - `RUST_LOG` (default `warn`, mirror retries left out): switchyard's log
+//!   filter (stderr).
 //!
-//! Each round measures, for both paths (order swapped every round):
+//! Each round measures, for every path (order rotated every round):
 //! 1. produce throughput: `ThreadedProducer`, linger.ms=5, batch.size=1000000,
 //!    acks=1, every record 1 KiB; timed from the first send to the last
 //!    delivery report.
-//! 2. consume throughput: a fresh consumer (metadata already fetched)
-//!    `assign()`ed to every partition just produced, from the beginning;
-//!    timed from `assign()` until every record has arrived.
+//! 2. consume throughput (direct and proxy only): a fresh consumer (metadata
+//!    already fetched) `assign()`ed to every partition just produced, from
+//!    the beginning; timed from `assign()` until every record has arrived.
 //! 3. produce latency: 2000 records/s, linger.ms=0, acks=1; per record the
 //!    time from `send` to its delivery report.
+//!
+//! Before a producer's clock starts it sends a warm-up batch to a separate
+//! topic and one record to every partition it is about to use, so that
+//! connections, metadata and, when mirroring, the mirror's per-partition
+//! workers (whose first batch waits up to 200 ms for stragglers) are in
+//! place. The consumer reads those records too.
+//!
+//! Mirroring. One proxy per round is configured with both clusters and its
+//! mirror mode is switched at runtime (`Shared::set_mirror_mode`): off for
+//! the proxy path, sync or async for the mirror paths. In sync mode a
+//! produce acknowledgement waits until B has the batch; in async mode it
+//! waits for A and an fsync'd journal write, and B catches up in the
+//! background. Before a mirror run's clock starts and after the run the
+//! tool waits (bounded) until the mirror's lag (records A acknowledged that
+//! B does not have yet) is zero, so no run overlaps another one's
+//! mirroring; it reports the lag's peak during the run (sampled every 5 ms)
+//! and how long B took to catch up afterwards. At the end of a round it
+//! checks that B's high watermarks equal A's on every mirrored partition
+//! and reports mirror retries, skipped ranges and errors. Every topic exists
+//! in both clusters with the same partition count from the start (the mock
+//! cluster has no CreateTopics). Mirror state (journal, translation log)
+//! goes to a fresh temporary directory per round.
+//!
+//! The async journal's fsync makes async mode depend on the disk: on a disk
+//! shared with other busy processes (builds, say) an fsync can take tens or
+//! hundreds of milliseconds, because the file system's commit takes their
+//! dirty data along. The tool therefore samples fsync latency in the same
+//! file system before the rounds and, 20 times a second, during every async
+//! run, and prints it next to the results. `TMPDIR=/dev/shm` puts the state
+//! directory on tmpfs, which takes the disk out (and with it durability).
 //!
 //! Sizing. The mock broker keeps at most 5 MiB (and 100k message sets) per
 //! partition and silently drops the oldest data beyond that, which would
@@ -27,18 +68,20 @@
 //! through ceil(N / 24,000) fresh topics (9 for the default N), sending
 //! record i to topic i / 24,000, partition i % 6, so at any moment the
 //! producer mostly fills the 6 partitions of one topic, as it would with a
-//! single big topic. Every round gets its own cluster (and proxy), so memory
-//! stays bounded (≈ 2 × N KiB per round) and no round sees an older one's
-//! data. (librdkafka's limit counts message sets, i.e. batches, not records;
-//! `rd_kafka_mock_msgset_new` in rdkafka_mock.c.)
+//! single big topic. Mirrored records land in the same topic and partition
+//! of B, so B's partitions stay within the same bound. Every round gets its
+//! own clusters (and proxy), so memory stays bounded (≈ N KiB per path per
+//! cluster holding it, ≈ 6 × N KiB per round) and no round sees an older
+//! one's data. (librdkafka's limit counts message sets, i.e. batches, not
+//! records; `rd_kafka_mock_msgset_new` in rdkafka_mock.c.)
 //!
 //! With the default N a throughput run lasts only 0.1–0.5 s on a 2-core
 //! machine, so single rounds are noisy; `LOAD_RECORDS=1000000` (≈ 2 GB of
-//! mock-broker memory per round) gives steadier figures, especially for
+//! mock-broker memory per path) gives steadier figures, especially for
 //! consume, where the proxy's cost grows with the size of Fetch responses.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -48,6 +91,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard::config::MirrorMode;
 use switchyard::demo::{loopback_config, start_cluster, Cluster};
 use switchyard::Proxy;
 
@@ -58,27 +102,60 @@ const RECORD_BYTES: usize = 1024;
 const RECORDS_PER_PARTITION: usize = 4000;
 const RECORDS_PER_TOPIC: usize = RECORDS_PER_PARTITION * PARTITIONS as usize;
 const LATENCY_RATE: u64 = 2000;
+/// Log filter unless `RUST_LOG` is set. The mirror's retry warnings are
+/// left out: the first write to each partition of a topic B's client has
+/// not looked up yet fails once ("no leader known"), and the tool counts
+/// retries itself.
+const DEFAULT_LOG: &str = "warn,switchyard::mirror=error";
 /// Records sent (and flushed) through a fresh producer before the clock
 /// starts, so that connections and metadata are in place.
 const WARMUP_RECORDS: usize = 600;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path {
     Direct,
     Proxy,
+    MirrorSync,
+    MirrorAsync,
 }
+
+const PATHS: [Path; 4] = [
+    Path::Direct,
+    Path::Proxy,
+    Path::MirrorSync,
+    Path::MirrorAsync,
+];
 
 impl Path {
     fn label(self) -> &'static str {
         match self {
             Path::Direct => "direct",
             Path::Proxy => "proxy",
+            Path::MirrorSync => "mirror-sync",
+            Path::MirrorAsync => "mirror-async",
         }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The proxy's mirror mode while this path runs.
+    fn mirror_mode(self) -> MirrorMode {
+        match self {
+            Path::Direct | Path::Proxy => MirrorMode::Off,
+            Path::MirrorSync => MirrorMode::Sync,
+            Path::MirrorAsync => MirrorMode::Async,
+        }
+    }
+
+    fn mirrored(self) -> bool {
+        self.mirror_mode() != MirrorMode::Off
     }
 }
 
-/// One round's numbers for one path.
-#[derive(Default, Clone, Copy)]
+/// One round's numbers for one path; NaN where not measured.
+#[derive(Clone, Copy)]
 struct Sample {
     produce_mb_s: f64,
     produce_rec_s: f64,
@@ -87,6 +164,41 @@ struct Sample {
     p50_us: f64,
     p90_us: f64,
     p99_us: f64,
+    /// Seconds until B had everything after the throughput run.
+    catch_up_produce_s: f64,
+    /// Seconds until B had everything after the latency run.
+    catch_up_latency_s: f64,
+    /// Most records acknowledged by A and not yet in B during each run.
+    peak_lag_produce: f64,
+    peak_lag_latency: f64,
+    /// Mirror write retries while warming up, and during the timed runs.
+    warm_up_retries: f64,
+    timed_retries: f64,
+    /// fsync latency (p50, p90, max, us) sampled during the async runs.
+    fsync_produce: (f64, f64, f64),
+    fsync_latency: (f64, f64, f64),
+}
+
+impl Default for Sample {
+    fn default() -> Sample {
+        Sample {
+            produce_mb_s: f64::NAN,
+            produce_rec_s: f64::NAN,
+            consume_mb_s: f64::NAN,
+            consume_rec_s: f64::NAN,
+            p50_us: f64::NAN,
+            p90_us: f64::NAN,
+            p99_us: f64::NAN,
+            catch_up_produce_s: f64::NAN,
+            catch_up_latency_s: f64::NAN,
+            peak_lag_produce: f64::NAN,
+            peak_lag_latency: f64::NAN,
+            warm_up_retries: f64::NAN,
+            timed_retries: f64::NAN,
+            fsync_produce: (f64::NAN, f64::NAN, f64::NAN),
+            fsync_latency: (f64::NAN, f64::NAN, f64::NAN),
+        }
+    }
 }
 
 // ---------------------------------------------------------------- producers
@@ -200,6 +312,29 @@ where
     Ok(())
 }
 
+/// Sends one record to every partition of every topic in `topics` and
+/// waits for the delivery reports.
+fn touch<C>(
+    producer: &ThreadedProducer<C>,
+    topics: &[String],
+    payload: &[u8],
+    opaque: impl Fn() -> C::DeliveryOpaque,
+) -> anyhow::Result<()>
+where
+    C: ProducerContext + 'static,
+{
+    for topic in topics {
+        for p in 0..PARTITIONS {
+            let record = BaseRecord::with_opaque_to(topic, opaque())
+                .partition(p)
+                .payload(payload);
+            send_blocking(producer, record)?;
+        }
+    }
+    producer.flush(Timeout::After(Duration::from_secs(60)))?;
+    Ok(())
+}
+
 struct Rate {
     records: usize,
     bytes: u64,
@@ -217,20 +352,24 @@ impl Rate {
     }
 }
 
+/// `ready` runs once warm-up is over, right before the clock starts.
 fn produce_throughput(
     bootstrap: &str,
     warm_topic: &str,
     topics: &[String],
     records: usize,
+    ready: &mut dyn FnMut(),
 ) -> anyhow::Result<Rate> {
     let payload = vec![b'x'; RECORD_BYTES];
     let producer: ThreadedProducer<Counting> =
         producer_config(bootstrap, 5).create_with_context(Counting::default())?;
     warm_up(&producer, warm_topic, &payload, WARMUP_RECORDS, || ())?;
+    touch(&producer, topics, &payload, || ())?;
     let context = producer.context();
     context.ok.store(0, Ordering::Relaxed);
     context.failed.store(0, Ordering::Relaxed);
 
+    ready();
     let started = Instant::now();
     for i in 0..records {
         let topic = &topics[i / RECORDS_PER_TOPIC];
@@ -260,6 +399,8 @@ fn produce_throughput(
     })
 }
 
+/// Reads every partition of `topics` from the beginning: the `records` of
+/// the produce run plus the one record per partition that `touch` sent.
 fn consume_throughput(bootstrap: &str, topics: &[String], records: usize) -> anyhow::Result<Rate> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -269,14 +410,12 @@ fn consume_throughput(bootstrap: &str, topics: &[String], records: usize) -> any
         .set("auto.offset.reset", "earliest")
         .create()?;
     let mut assignment = TopicPartitionList::new();
-    let mut remaining = records;
     for topic in topics {
-        let in_topic = remaining.min(RECORDS_PER_TOPIC);
-        remaining -= in_topic;
-        for p in 0..PARTITIONS.min(in_topic as i32) {
+        for p in 0..PARTITIONS {
             assignment.add_partition_offset(topic, p, Offset::Beginning)?;
         }
     }
+    let records = records + topics.len() * PARTITIONS as usize;
 
     // Leaders known before assign(): otherwise librdkafka starts each
     // partition's offset lookup on its internal broker, and moving it to the
@@ -312,17 +451,22 @@ fn consume_throughput(bootstrap: &str, topics: &[String], records: usize) -> any
     })
 }
 
-/// p50, p90, p99 in microseconds.
+/// p50, p90, p99 in microseconds. `ready` runs once warm-up is over, right
+/// before the clock starts.
 fn produce_latency(
     bootstrap: &str,
     warm_topic: &str,
     topic: &str,
     seconds: u64,
+    ready: &mut dyn FnMut(),
 ) -> anyhow::Result<(f64, f64, f64)> {
     let payload = vec![b'y'; RECORD_BYTES];
     let producer: ThreadedProducer<Timing> =
         producer_config(bootstrap, 0).create_with_context(Timing::default())?;
     warm_up(&producer, warm_topic, &payload, 200, || {
+        Box::new(Instant::now())
+    })?;
+    touch(&producer, &[topic.to_owned()], &payload, || {
         Box::new(Instant::now())
     })?;
     producer
@@ -334,6 +478,7 @@ fn produce_latency(
 
     let count = (LATENCY_RATE * seconds) as usize;
     let interval = Duration::from_nanos(1_000_000_000 / LATENCY_RATE);
+    ready();
     let started = Instant::now();
     for i in 0..count {
         // Open loop: each record has its slot; a late sender does not
@@ -369,19 +514,333 @@ fn produce_latency(
     Ok((pct(0.50), pct(0.90), pct(0.99)))
 }
 
+// ------------------------------------------------------------------ mirror
+
+/// The mirror's records acknowledged by A but not yet confirmed by B.
+fn mirror_lag(proxy: &Proxy) -> i64 {
+    proxy
+        .shared()
+        .mirror
+        .as_ref()
+        .map_or(0, |m| m.status().values().map(|s| s.lag_records).sum())
+}
+
+/// Waits until the mirror has nothing outstanding, at most `limit`; returns
+/// how long that took and the lag left (0 unless the limit was hit).
+fn catch_up(proxy: &Proxy, limit: Duration) -> (Duration, i64) {
+    let started = Instant::now();
+    loop {
+        let lag = mirror_lag(proxy);
+        if lag == 0 || started.elapsed() >= limit {
+            return (started.elapsed(), lag);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Samples the mirror's lag every few milliseconds while a timed run goes
+/// on, keeping the peak.
+struct LagWatch {
+    stop: Arc<AtomicBool>,
+    peak: std::thread::JoinHandle<i64>,
+}
+
+impl LagWatch {
+    fn start(proxy: &Proxy) -> Option<LagWatch> {
+        let mirror = proxy.shared().mirror.clone()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let peak = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                let lag: i64 = mirror.status().values().map(|s| s.lag_records).sum();
+                peak = peak.max(lag);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        Some(LagWatch { stop, peak })
+    }
+
+    fn stop(self) -> i64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.peak.join().unwrap_or(-1)
+    }
+}
+
+/// Mirror write retries so far on `topics`.
+fn mirror_retries(proxy: &Proxy, topics: &[String]) -> u64 {
+    proxy.shared().mirror.as_ref().map_or(0, |m| {
+        m.status()
+            .iter()
+            .filter(|((topic, _), _)| topics.contains(topic))
+            .map(|(_, s)| s.retries)
+            .sum()
+    })
+}
+
+/// What the mirror reports for one path's topics, apart from retries:
+/// anything but zeros and no errors is odd for a healthy pair of mock
+/// clusters.
+fn mirror_health(proxy: &Proxy, topics: &[String]) -> Vec<String> {
+    let Some(mirror) = proxy.shared().mirror.as_ref() else {
+        return vec!["the proxy has no mirror".into()];
+    };
+    let mut odd = Vec::new();
+    let (mut divergent, mut late, mut batches) = (0i64, 0u64, 0u64);
+    for ((topic, partition), s) in mirror.status() {
+        if !topics.contains(&topic) {
+            continue;
+        }
+        divergent += s.divergent_records;
+        late += s.late_batches;
+        batches += s.mirrored_batches;
+        if s.lag_records != 0 {
+            odd.push(format!(
+                "{topic}-{partition}: lag {} records",
+                s.lag_records
+            ));
+        }
+        if s.topic_missing {
+            odd.push(format!("{topic}-{partition}: topic missing in B"));
+        }
+        if let Some(e) = s.last_error {
+            odd.push(format!("{topic}-{partition}: last error {e}"));
+        }
+    }
+    if divergent != 0 {
+        odd.push(format!(
+            "{divergent} records skipped as not from switchyard"
+        ));
+    }
+    if late > 0 {
+        odd.push(format!("{late} batches mirrored out of order"));
+    }
+    if batches == 0 {
+        odd.push("no batch mirrored at all".into());
+    }
+    odd
+}
+
+/// Partitions whose high watermark differs between A and B.
+fn watermark_mismatches(a: &str, b: &str, topics: &[String]) -> anyhow::Result<Vec<String>> {
+    let client = |bootstrap: &str| -> anyhow::Result<BaseConsumer> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("broker.address.family", "v4")
+            .set("group.id", "load-bench-check")
+            .create()?)
+    };
+    let (a, b) = (client(a)?, client(b)?);
+    let timeout = Duration::from_secs(10);
+    let mut mismatches = Vec::new();
+    for topic in topics {
+        for p in 0..PARTITIONS {
+            let (_, a_high) = a.fetch_watermarks(topic, p, timeout)?;
+            let (_, b_high) = b.fetch_watermarks(topic, p, timeout)?;
+            if a_high != b_high {
+                mismatches.push(format!("{topic}-{p}: A {a_high}, B {b_high}"));
+            }
+        }
+    }
+    Ok(mismatches)
+}
+
+/// Times `count` fsyncs of 1 KiB appends to a file in a fresh temporary
+/// directory (the file system the proxy's state directory is on), `pause`
+/// apart, until `stop` is set; returns the microseconds, sorted.
+fn fsync_samples(count: usize, pause: Duration, stop: &AtomicBool) -> std::io::Result<Vec<f64>> {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir()?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("fsync-probe"))?;
+    let record = [0u8; RECORD_BYTES + 100];
+    let mut micros = Vec::new();
+    while micros.len() < count && !stop.load(Ordering::Relaxed) {
+        file.write_all(&record)?;
+        let started = Instant::now();
+        file.sync_data()?;
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+        std::thread::sleep(pause);
+    }
+    micros.sort_by(f64::total_cmp);
+    Ok(micros)
+}
+
+/// p50, p90, p99 of sorted values; NaN when there are none.
+fn percentiles(sorted: &[f64]) -> (f64, f64, f64) {
+    if sorted.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let pct = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    (pct(0.50), pct(0.90), pct(0.99))
+}
+
+/// fsync latency, sampled 20 times a second in the background while an
+/// async mirror run goes on: the async journal's acknowledgements wait for
+/// an fsync, and on a shared disk its cost swings with other processes'
+/// writes (ext4 commits their dirty data too).
+struct FsyncWatch {
+    stop: Arc<AtomicBool>,
+    samples: std::thread::JoinHandle<std::io::Result<Vec<f64>>>,
+}
+
+impl FsyncWatch {
+    fn start() -> FsyncWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let samples = std::thread::spawn(move || {
+            fsync_samples(usize::MAX, Duration::from_millis(50), &stopped)
+        });
+        FsyncWatch { stop, samples }
+    }
+
+    /// p50, p90 and the largest, in microseconds.
+    fn stop(self) -> (f64, f64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.samples.join() {
+            Ok(Ok(micros)) if !micros.is_empty() => {
+                let (p50, p90, _) = percentiles(&micros);
+                (p50, p90, micros[micros.len() - 1])
+            }
+            _ => (f64::NAN, f64::NAN, f64::NAN),
+        }
+    }
+}
+
 // ------------------------------------------------------------------- rounds
 
 struct Round {
-    cluster: Cluster,
+    a: Cluster,
+    b: Cluster,
     proxy: Proxy,
     _state: tempfile::TempDir,
+    catch_up_limit: Duration,
 }
 
 impl Round {
     fn bootstrap(&self, path: Path) -> String {
         match path {
-            Path::Direct => self.cluster.bootstrap_servers(),
-            Path::Proxy => self.proxy.bootstrap_addr().to_string(),
+            Path::Direct => self.a.bootstrap_servers(),
+            _ => self.proxy.bootstrap_addr().to_string(),
+        }
+    }
+
+    fn set_mode(&self, path: Path) -> anyhow::Result<()> {
+        self.proxy
+            .shared()
+            .set_mirror_mode(path.mirror_mode())
+            .map_err(|e| anyhow::anyhow!("cannot set mirror mode {:?}: {e}", path.mirror_mode()))?;
+        Ok(())
+    }
+
+    /// Right before a clock starts: waits until the mirror has shipped what
+    /// the warm-up sent (async mode acknowledged it before B had it) and
+    /// starts watching the lag.
+    fn ready(&self, path: Path, topics: &[String]) -> Ready {
+        let (_, lag) = catch_up(&self.proxy, self.catch_up_limit);
+        if lag != 0 {
+            eprintln!("  warning: {lag} warm-up records still not in B; starting anyway");
+        }
+        Ready {
+            retries: mirror_retries(&self.proxy, topics),
+            watch: path
+                .mirrored()
+                .then(|| LagWatch::start(&self.proxy))
+                .flatten(),
+            fsync: (path == Path::MirrorAsync).then(FsyncWatch::start),
+        }
+    }
+
+    /// After a mirror run: waits for B to catch up; returns the seconds it
+    /// took (NaN if it did not within the limit) and the peak lag during
+    /// the run.
+    fn settle(
+        &self,
+        path: Path,
+        what: &str,
+        round: usize,
+        watch: Option<LagWatch>,
+        notes: &mut Vec<String>,
+    ) -> (f64, f64) {
+        let peak = watch.map_or(f64::NAN, |w| w.stop() as f64);
+        if !path.mirrored() {
+            return (f64::NAN, f64::NAN);
+        }
+        let at_end = mirror_lag(&self.proxy);
+        let (took, lag) = catch_up(&self.proxy, self.catch_up_limit);
+        let p = path.label();
+        if lag == 0 {
+            eprintln!(
+                "  round {round} {p:>12}: B's lag peaked at {peak} records during the {what} \
+                 run, {at_end} at its end; caught up {:.1} ms later",
+                took.as_secs_f64() * 1e3
+            );
+            (took.as_secs_f64(), peak)
+        } else {
+            let note = format!(
+                "round {round} {p}: {lag} records still not in B {:.0} s after the {what} run",
+                took.as_secs_f64()
+            );
+            eprintln!("  {note}");
+            notes.push(note);
+            (f64::NAN, peak)
+        }
+    }
+}
+
+/// What `Round::ready` saw right before a clock started.
+struct Ready {
+    retries: u64,
+    watch: Option<LagWatch>,
+    fsync: Option<FsyncWatch>,
+}
+
+/// Every topic one path uses.
+struct Topics {
+    load: Vec<String>,
+    warm: String,
+    latency: String,
+    latency_warm: String,
+}
+
+impl Topics {
+    fn new(path: Path, records: usize) -> Topics {
+        let p = path.label();
+        Topics {
+            load: (0..records.div_ceil(RECORDS_PER_TOPIC))
+                .map(|t| format!("load-{p}-{t}"))
+                .collect(),
+            warm: format!("warm-{p}"),
+            latency: format!("latency-{p}"),
+            latency_warm: format!("latency-warm-{p}"),
+        }
+    }
+
+    fn all(&self) -> Vec<String> {
+        let mut all = self.load.clone();
+        all.extend([
+            self.warm.clone(),
+            self.latency.clone(),
+            self.latency_warm.clone(),
+        ]);
+        all
+    }
+}
+
+struct Volumes {
+    records: usize,
+    mirror_records: usize,
+}
+
+impl Volumes {
+    fn of(&self, path: Path) -> usize {
+        if path.mirrored() {
+            self.mirror_records
+        } else {
+            self.records
         }
     }
 }
@@ -389,97 +848,190 @@ impl Round {
 fn run_round(
     rt: &tokio::runtime::Runtime,
     round: usize,
-    records: usize,
+    volumes: &Volumes,
     latency_secs: u64,
-) -> anyhow::Result<[Sample; 2]> {
-    let cluster = start_cluster(BROKERS, &[])?;
-    let topics_per_run = records.div_ceil(RECORDS_PER_TOPIC);
-    let paths = if round.is_multiple_of(2) {
-        [Path::Direct, Path::Proxy]
-    } else {
-        [Path::Proxy, Path::Direct]
-    };
-    let topics = |path: Path| -> Vec<String> {
-        (0..topics_per_run)
-            .map(|t| format!("load-{}-{t}", path.label()))
-            .collect()
-    };
-    for path in paths {
-        let p = path.label();
-        for topic in topics(path) {
-            cluster.create_topic(&topic, PARTITIONS, BROKERS)?;
-        }
-        for extra in ["warm", "latency", "latency-warm"] {
-            cluster.create_topic(&format!("{extra}-{p}"), PARTITIONS, BROKERS)?;
+    catch_up_limit: Duration,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<[Sample; 4]> {
+    // Every path takes every position in turn.
+    let order: Vec<Path> = (0..PATHS.len())
+        .map(|i| PATHS[(i + round) % PATHS.len()])
+        .collect();
+    let topics: Vec<Topics> = PATHS
+        .iter()
+        .map(|&path| Topics::new(path, volumes.of(path)))
+        .collect();
+    let topics_of = |path: Path| &topics[path.index()];
+
+    let a = start_cluster(BROKERS, &[])?;
+    let b = start_cluster(BROKERS, &[])?;
+    for t in &topics {
+        for topic in t.all() {
+            a.create_topic(&topic, PARTITIONS, BROKERS)?;
+            b.create_topic(&topic, PARTITIONS, BROKERS)?;
         }
     }
     let state = tempfile::tempdir()?;
-    let config = loopback_config(&cluster.bootstrap_servers(), None, state.path());
+    let config = loopback_config(
+        &a.bootstrap_servers(),
+        Some(&b.bootstrap_servers()),
+        state.path(),
+    );
     let proxy = rt.block_on(Proxy::start(config))?;
-    let round_env = Round {
-        cluster,
+    let env = Round {
+        a,
+        b,
         proxy,
         _state: state,
+        catch_up_limit,
     };
 
-    let mut samples = [Sample::default(); 2];
-    let index = |path: Path| (path == Path::Proxy) as usize;
+    let mut samples = [Sample::default(); 4];
 
-    for path in paths {
+    for &path in &order {
         let p = path.label();
+        env.set_mode(path)?;
+        let t = topics_of(path);
+        let all = t.all();
+        let before = mirror_retries(&env.proxy, &all);
+        let mut ready = Ready {
+            retries: before,
+            watch: None,
+            fsync: None,
+        };
         let rate = produce_throughput(
-            &round_env.bootstrap(path),
-            &format!("warm-{p}"),
-            &topics(path),
-            records,
+            &env.bootstrap(path),
+            &t.warm,
+            &t.load,
+            volumes.of(path),
+            &mut || ready = env.ready(path, &all),
         )
         .with_context(|| format!("produce throughput, {p}"))?;
+        let fsync = ready.fsync.take().map(FsyncWatch::stop);
         eprintln!(
-            "  round {round} {p:>6}: produce {:8.1} MB/s {:9.0} rec/s ({:.2} s)",
+            "  round {round} {p:>12}: produce {:8.1} MB/s {:9.0} rec/s ({:.2} s)",
             rate.mb_s(),
             rate.rec_s(),
             rate.seconds
         );
-        let s = &mut samples[index(path)];
+        let s = &mut samples[path.index()];
         s.produce_mb_s = rate.mb_s();
         s.produce_rec_s = rate.rec_s();
+        if let Some(f) = fsync {
+            s.fsync_produce = f;
+            eprintln!(
+                "  round {round} {p:>12}: fsync during the produce run: p50 {:.0} us, p90 {:.0} \
+                 us, max {:.0} us",
+                f.0, f.1, f.2
+            );
+        }
+        (s.catch_up_produce_s, s.peak_lag_produce) =
+            env.settle(path, "produce", round, ready.watch.take(), notes);
+        if path.mirrored() {
+            s.warm_up_retries = (ready.retries - before) as f64;
+            s.timed_retries = (mirror_retries(&env.proxy, &all) - ready.retries) as f64;
+        }
     }
-    for path in paths {
+    for &path in order.iter().filter(|p| !p.mirrored()) {
         let p = path.label();
-        let rate = consume_throughput(&round_env.bootstrap(path), &topics(path), records)
-            .with_context(|| format!("consume throughput, {p}"))?;
+        env.set_mode(path)?;
+        let rate = consume_throughput(
+            &env.bootstrap(path),
+            &topics_of(path).load,
+            volumes.of(path),
+        )
+        .with_context(|| format!("consume throughput, {p}"))?;
         eprintln!(
-            "  round {round} {p:>6}: consume {:8.1} MB/s {:9.0} rec/s ({:.2} s, first record after {:.3} s)",
+            "  round {round} {p:>12}: consume {:8.1} MB/s {:9.0} rec/s ({:.2} s, first record after {:.3} s)",
             rate.mb_s(),
             rate.rec_s(),
             rate.seconds,
             rate.first_after
         );
-        let s = &mut samples[index(path)];
+        let s = &mut samples[path.index()];
         s.consume_mb_s = rate.mb_s();
         s.consume_rec_s = rate.rec_s();
     }
-    for path in paths {
+    for &path in &order {
         let p = path.label();
+        env.set_mode(path)?;
+        let t = topics_of(path);
+        let all = t.all();
+        let before = mirror_retries(&env.proxy, &all);
+        let mut ready = Ready {
+            retries: before,
+            watch: None,
+            fsync: None,
+        };
         let (p50, p90, p99) = produce_latency(
-            &round_env.bootstrap(path),
-            &format!("latency-warm-{p}"),
-            &format!("latency-{p}"),
+            &env.bootstrap(path),
+            &t.latency_warm,
+            &t.latency,
             latency_secs,
+            &mut || ready = env.ready(path, &all),
         )
         .with_context(|| format!("produce latency, {p}"))?;
+        let fsync = ready.fsync.take().map(FsyncWatch::stop);
         eprintln!(
-            "  round {round} {p:>6}: latency p50 {p50:.0} us, p90 {p90:.0} us, p99 {p99:.0} us"
+            "  round {round} {p:>12}: latency p50 {p50:.0} us, p90 {p90:.0} us, p99 {p99:.0} us"
         );
-        let s = &mut samples[index(path)];
+        let s = &mut samples[path.index()];
         s.p50_us = p50;
         s.p90_us = p90;
         s.p99_us = p99;
+        if let Some(f) = fsync {
+            s.fsync_latency = f;
+            eprintln!(
+                "  round {round} {p:>12}: fsync during the latency run: p50 {:.0} us, p90 {:.0} \
+                 us, max {:.0} us",
+                f.0, f.1, f.2
+            );
+        }
+        (s.catch_up_latency_s, s.peak_lag_latency) =
+            env.settle(path, "latency", round, ready.watch.take(), notes);
+        if path.mirrored() {
+            s.warm_up_retries += (ready.retries - before) as f64;
+            s.timed_retries += (mirror_retries(&env.proxy, &all) - ready.retries) as f64;
+        }
     }
 
-    let Round { cluster, proxy, .. } = round_env;
+    // Integrity: B must hold exactly what A holds on every mirrored topic.
+    for path in PATHS.into_iter().filter(|p| p.mirrored()) {
+        let p = path.label();
+        let all = topics_of(path).all();
+        let mismatches =
+            watermark_mismatches(&env.a.bootstrap_servers(), &env.b.bootstrap_servers(), &all)?;
+        if mismatches.is_empty() {
+            eprintln!(
+                "  round {round} {p:>12}: B's high watermarks equal A's on all {} partitions",
+                all.len() * PARTITIONS as usize
+            );
+        }
+        let s = &samples[path.index()];
+        eprintln!(
+            "  round {round} {p:>12}: mirror write retries: {} while warming up, {} during the \
+             timed runs",
+            s.warm_up_retries, s.timed_retries
+        );
+        let mut odd = mirror_health(&env.proxy, &all);
+        odd.extend(mismatches);
+        if s.timed_retries > 0.0 {
+            odd.push(format!(
+                "{} mirror write retries during the timed runs",
+                s.timed_retries
+            ));
+        }
+        for o in odd {
+            let note = format!("round {round} {p}: {o}");
+            eprintln!("  {note}");
+            notes.push(note);
+        }
+    }
+
+    let Round { a, b, proxy, .. } = env;
     rt.block_on(proxy.shutdown(Duration::from_secs(2)));
-    drop(cluster);
+    drop(a);
+    drop(b);
     Ok(samples)
 }
 
@@ -506,64 +1058,197 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// A number, or "-" when it was not measured.
+fn cell(value: f64, decimals: usize, width: usize) -> String {
+    if value.is_finite() {
+        format!("{value:>width$.decimals$}")
+    } else {
+        format!("{:>width$}", "-")
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing here takes arguments.
     let records: usize = env_or("LOAD_RECORDS", 200_000);
+    let mirror_records: usize = env_or("LOAD_MIRROR_RECORDS", records);
     let rounds: usize = env_or("LOAD_ROUNDS", 3).max(1);
     let latency_secs: u64 = env_or("LOAD_LATENCY_SECS", 5).max(1);
-    if records == 0 {
-        bail!("LOAD_RECORDS must be positive");
+    let catch_up_secs: u64 = env_or("LOAD_CATCH_UP_SECS", 60);
+    let proxy_threads: usize = env_or("LOAD_PROXY_THREADS", 0);
+    if records == 0 || mirror_records == 0 {
+        bail!("LOAD_RECORDS and LOAD_MIRROR_RECORDS must be positive");
     }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
+        )
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
 
     // The proxy runs on this runtime's worker threads; the clients below are
     // blocking librdkafka handles driven from the main thread, which also
     // owns the (non-Send) mock clusters.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if proxy_threads > 0 {
+        builder.worker_threads(proxy_threads);
+    }
+    let rt = builder.enable_all().build()?;
 
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
-        "switchyard load: {records} records x {RECORD_BYTES} B per produce run, {} topic(s) x \
-         {PARTITIONS} partitions, {BROKERS}-broker mock cluster, {rounds} round(s), latency \
-         {LATENCY_RATE} rec/s for {latency_secs} s, {cpus} CPU(s)",
-        records.div_ceil(RECORDS_PER_TOPIC)
+        "switchyard load: {records} records ({mirror_records} when mirroring) x {RECORD_BYTES} B \
+         per produce run, {PARTITIONS} partitions per topic, two {BROKERS}-broker mock clusters, \
+         {rounds} round(s), latency {LATENCY_RATE} rec/s for {latency_secs} s, {cpus} CPU(s)"
     );
+    let (f50, f90, f99) = percentiles(&fsync_samples(
+        200,
+        Duration::ZERO,
+        &AtomicBool::new(false),
+    )?);
+    eprintln!(
+        "fsync of a 1 KiB append in the temporary directory: p50 {f50:.0} us, p90 {f90:.0} us, \
+         p99 {f99:.0} us"
+    );
+    let volumes = Volumes {
+        records,
+        mirror_records,
+    };
     let started = Instant::now();
-    let mut direct = Vec::new();
-    let mut proxied = Vec::new();
+    let mut samples: Vec<[Sample; 4]> = Vec::new();
+    let mut notes = Vec::new();
     for round in 0..rounds {
-        let [d, p] = run_round(&rt, round, records, latency_secs)
-            .with_context(|| format!("round {round}"))?;
-        direct.push(d);
-        proxied.push(p);
+        let s = run_round(
+            &rt,
+            round,
+            &volumes,
+            latency_secs,
+            Duration::from_secs(catch_up_secs),
+            &mut notes,
+        )
+        .with_context(|| format!("round {round}"))?;
+        samples.push(s);
     }
     let elapsed = started.elapsed();
 
     let metrics: [Metric; 7] = [
         ("produce MB/s", |s| s.produce_mb_s, 1),
         ("produce records/s", |s| s.produce_rec_s, 0),
-        ("consume MB/s", |s| s.consume_mb_s, 1),
-        ("consume records/s", |s| s.consume_rec_s, 0),
         ("produce p50 us", |s| s.p50_us, 0),
         ("produce p90 us", |s| s.p90_us, 0),
         ("produce p99 us", |s| s.p99_us, 0),
+        ("consume MB/s", |s| s.consume_mb_s, 1),
+        ("consume records/s", |s| s.consume_rec_s, 0),
     ];
+    let med = |path: Path, get: fn(&Sample) -> f64| {
+        median(samples.iter().map(|s| get(&s[path.index()])).collect())
+    };
+    // Ratio columns: (numerator, denominator).
+    let ratios = [
+        (Path::Proxy, Path::Direct),
+        (Path::MirrorSync, Path::Proxy),
+        (Path::MirrorAsync, Path::Proxy),
+        (Path::MirrorSync, Path::Direct),
+        (Path::MirrorAsync, Path::Direct),
+    ];
+    let short = |path: Path| match path {
+        Path::MirrorSync => "sync",
+        Path::MirrorAsync => "async",
+        other => other.label(),
+    };
+
     println!();
-    println!("median of {rounds} round(s); ratio = proxy / direct");
     println!(
-        "{:<22}{:>12}{:>12}{:>9}",
-        "metric", "direct", "proxy", "ratio"
+        "median of {rounds} round(s); proxy = switchyard passthrough (mirror off); \
+         mirror-* = switchyard mirroring to cluster B"
     );
-    for (name, get, decimals) in metrics {
-        let d = median(direct.iter().map(get).collect());
-        let p = median(proxied.iter().map(get).collect());
-        println!("{name:<22}{d:>12.decimals$}{p:>12.decimals$}{:>9.2}", p / d);
+    println!(
+        "{records} records per produce run direct/proxy, {mirror_records} mirrored; ratio columns \
+         divide the medians (for us rows, > 1 is slower)"
+    );
+    let mut header = format!("{:<19}", "metric");
+    for path in PATHS {
+        header += &format!(
+            "{:>width$}",
+            path.label(),
+            width = path.label().len().max(9) + 2
+        );
     }
+    for (n, d) in ratios {
+        header += &format!("{:>14}", format!("{}/{}", short(n), short(d)));
+    }
+    println!("{header}");
+    for (name, get, decimals) in metrics {
+        let mut line = format!("{name:<19}");
+        for path in PATHS {
+            line += &cell(med(path, get), decimals, path.label().len().max(9) + 2);
+        }
+        for (n, d) in ratios {
+            line += &cell(med(n, get) / med(d, get), 2, 14);
+        }
+        println!("{line}");
+    }
+    println!();
+    for path in PATHS.into_iter().filter(|p| p.mirrored()) {
+        let per_round = |get: fn(&Sample) -> f64| {
+            samples
+                .iter()
+                .map(|s| cell(get(&s[path.index()]), 3, 0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "{} (per round): peak lag during the produce run {} records, B caught up {} s \
+             after it; peak lag during the latency run {} records, caught up {} s after it; \
+             mirror write retries while warming up {}, during timed runs {}",
+            path.label(),
+            per_round(|s| s.peak_lag_produce).replace(".000", ""),
+            per_round(|s| s.catch_up_produce_s),
+            per_round(|s| s.peak_lag_latency).replace(".000", ""),
+            per_round(|s| s.catch_up_latency_s),
+            per_round(|s| s.warm_up_retries).replace(".000", ""),
+            per_round(|s| s.timed_retries).replace(".000", ""),
+        );
+    }
+    println!(
+        "fsync of a 1 KiB append in the state directory's file system (the async journal pays \
+         one per acknowledgement, group-committed): p50 {f50:.0} us, p90 {f90:.0} us, p99 \
+         {f99:.0} us before the rounds"
+    );
+    let fsync_rounds = |get: fn(&Sample) -> (f64, f64, f64)| {
+        samples
+            .iter()
+            .map(|s| {
+                let (p50, p90, max) = get(&s[Path::MirrorAsync.index()]);
+                format!(
+                    "{}/{}/{}",
+                    cell(p50, 0, 0),
+                    cell(p90, 0, 0),
+                    cell(max, 0, 0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "  sampled (p50/p90/max us, per round) during the async produce runs: {}; during the \
+         async latency runs: {}",
+        fsync_rounds(|s| s.fsync_produce),
+        fsync_rounds(|s| s.fsync_latency),
+    );
     println!();
     println!("reference (spec): a plain TCP relay (haproxy, tcp mode) on this 2-core machine");
     println!("reached 0.64x direct on produce, 0.75x on consume, and about 2x direct p50.");
     println!();
+    if notes.is_empty() {
+        println!("mirror checks: no lag left, no retries or errors, B equals A on every partition");
+    } else {
+        println!("noted during the run:");
+        for note in &notes {
+            println!("  {note}");
+        }
+    }
     println!("total run time {:.1} s", elapsed.as_secs_f64());
     Ok(())
 }

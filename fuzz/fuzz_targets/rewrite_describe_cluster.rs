@@ -3,7 +3,14 @@
 #[path = "common/rewrite.rs"]
 mod common;
 
+use kafka_protocol::messages::{ApiKey, DescribeClusterResponse};
 use libfuzzer_sys::fuzz_target;
 use switchyard::rewrite::ResponseRewrite;
 
-fuzz_target!(|data: &[u8]| common::run(ResponseRewrite::DescribeCluster, data));
+fuzz_target!(|data: &[u8]| {
+    common::run::<DescribeClusterResponse>(
+        ResponseRewrite::DescribeCluster,
+        ApiKey::DescribeCluster,
+        data,
+    )
+});

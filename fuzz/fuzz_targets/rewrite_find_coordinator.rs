@@ -3,7 +3,14 @@
 #[path = "common/rewrite.rs"]
 mod common;
 
+use kafka_protocol::messages::{ApiKey, FindCoordinatorResponse};
 use libfuzzer_sys::fuzz_target;
 use switchyard::rewrite::ResponseRewrite;
 
-fuzz_target!(|data: &[u8]| common::run(ResponseRewrite::FindCoordinator, data));
+fuzz_target!(|data: &[u8]| {
+    common::run::<FindCoordinatorResponse>(
+        ResponseRewrite::FindCoordinator,
+        ApiKey::FindCoordinator,
+        data,
+    )
+});

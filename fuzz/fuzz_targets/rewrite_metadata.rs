@@ -3,7 +3,10 @@
 #[path = "common/rewrite.rs"]
 mod common;
 
+use kafka_protocol::messages::{ApiKey, MetadataResponse};
 use libfuzzer_sys::fuzz_target;
 use switchyard::rewrite::ResponseRewrite;
 
-fuzz_target!(|data: &[u8]| common::run(ResponseRewrite::Metadata, data));
+fuzz_target!(|data: &[u8]| {
+    common::run::<MetadataResponse>(ResponseRewrite::Metadata, ApiKey::Metadata, data)
+});

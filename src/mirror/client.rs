@@ -185,19 +185,34 @@ impl BrokerConnection {
         let len = (frame.len() - 4) as u32;
         frame[..4].copy_from_slice(&len.to_be_bytes());
         let (tx, rx) = oneshot::channel();
-        {
+        let started = tokio::time::Instant::now();
+        let send = async {
             // The writer lock orders the queue entry and the bytes alike.
             let mut writer = self.writer.lock().await;
             self.waiting
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push_back((correlation_id, tx));
-            if let Err(e) = writer.write_all(&frame).await {
+            writer.write_all(&frame).await
+        };
+        // One deadline for the whole call: waiting for the connection, the
+        // write, and the answer.
+        match tokio::time::timeout_at(started + timeout, send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
                 self.broken.store(true, Ordering::Release);
                 return Err(broker_error(e.to_string()));
             }
+            Err(_) => {
+                self.broken.store(true, Ordering::Release);
+                return Err(ClientError::Timeout {
+                    cluster,
+                    addr: self.addr.clone(),
+                    timeout,
+                });
+            }
         }
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout_at(started + timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(broker_error("connection task ended".into())),
             Err(_) => {

@@ -79,16 +79,22 @@ impl JournalEntry {
 
 /// Reads every whole entry of a journal file.
 pub fn replay(path: &Path) -> io::Result<Vec<JournalEntry>> {
+    replay_with_length(path).map(|(entries, _)| entries)
+}
+
+/// The whole entries and the length of the file they fill.
+fn replay_with_length(path: &Path) -> io::Result<(Vec<JournalEntry>, u64)> {
     let mut data = Vec::new();
     match File::open(path) {
         Ok(mut file) => {
             file.read_to_end(&mut data)?;
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e),
     }
     let mut data = Bytes::from(data);
     let mut entries = Vec::new();
+    let mut valid = 0u64;
     while data.remaining() >= 8 {
         let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
         let crc = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
@@ -104,8 +110,9 @@ pub fn replay(path: &Path) -> io::Result<Vec<JournalEntry>> {
         };
         entries.push(entry);
         data.advance(8 + len);
+        valid += (8 + len) as u64;
     }
-    Ok(entries)
+    Ok((entries, valid))
 }
 
 enum Op {
@@ -125,8 +132,21 @@ impl Journal {
     /// not yet mirrored) keep it from being emptied.
     pub fn open(path: &Path, outstanding: usize) -> io::Result<Journal> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        // Cut a torn or corrupt tail, so entries appended from now on are
+        // not hidden behind it at the next replay.
+        let (_, valid) = replay_with_length(path)?;
+        if file.metadata()?.len() > valid {
+            tracing::warn!(path = %path.display(), valid, "cutting a torn tail off the mirror journal");
+            file.set_len(valid)?;
+            file.sync_all()?;
+        }
         let (ops, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(file, rx, outstanding, path.to_owned()));
+        // A thread of its own: fsync blocks, and must not hold up the
+        // runtime threads that serve client connections.
+        let writer_path = path.to_owned();
+        std::thread::Builder::new()
+            .name("mirror-journal".into())
+            .spawn(move || write_loop(file, rx, outstanding, writer_path))?;
         Ok(Journal {
             ops,
             path: path.to_owned(),
@@ -153,19 +173,20 @@ impl Journal {
     }
 }
 
-async fn write_loop(
+fn write_loop(
     mut file: File,
     mut ops: mpsc::UnboundedReceiver<Op>,
     mut outstanding: usize,
     path: PathBuf,
 ) {
-    while let Some(first) = ops.recv().await {
+    while let Some(first) = ops.blocking_recv() {
         let mut waiting = Vec::new();
         let mut pending = vec![first];
         while let Ok(op) = ops.try_recv() {
             pending.push(op);
         }
         let mut failed: Option<io::Error> = None;
+        let length_before = file.metadata().map(|m| m.len()).ok();
         for op in pending {
             match op {
                 Op::Append(bytes, done) => {
@@ -183,6 +204,13 @@ async fn write_loop(
         if !waiting.is_empty() && failed.is_none() {
             if let Err(e) = file.sync_data() {
                 failed = Some(e);
+            }
+        }
+        if failed.is_some() {
+            // Nothing of a failed group was acknowledged: remove what it
+            // may have left, so later entries do not sit behind garbage.
+            if let Some(length) = length_before {
+                let _ = file.set_len(length);
             }
         }
         for done in waiting {
@@ -231,6 +259,14 @@ mod tests {
         file.write_all(&torn[..torn.len() - 3]).unwrap();
         let replayed = replay(&path).unwrap();
         assert_eq!(replayed, (0..20).map(entry).collect::<Vec<_>>());
+        drop(journal);
+        // Reopening cuts the torn tail: later appends replay too.
+        let journal = Journal::open(&path, 0).unwrap();
+        journal.append(&entry(20)).await.unwrap();
+        assert_eq!(
+            replay(&path).unwrap(),
+            (0..21).map(entry).collect::<Vec<_>>()
+        );
     }
 
     #[test]

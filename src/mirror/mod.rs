@@ -245,9 +245,15 @@ impl Mirror {
                     mirror: self.clone(),
                     topic: topic.to_owned(),
                     partition,
-                    next_a: None,
+                    // Continue where the translation table ends, so that
+                    // batches mirrored before a restart are recognised.
+                    next_a: self
+                        .translation
+                        .partition(topic, partition)
+                        .and_then(|p| p.end_a()),
                     pending: BTreeMap::new(),
                     own_sequence: 0,
+                    own_producer: None,
                 };
                 tokio::spawn(worker.run(queue_rx));
                 queue_tx
@@ -339,6 +345,9 @@ struct PartitionWorker {
     next_a: Option<i64>,
     pending: BTreeMap<i64, Submission>,
     own_sequence: i32,
+    /// The mirror producer id `own_sequence` counts for: when another
+    /// partition replaced it, this partition starts again at 0.
+    own_producer: Option<(i64, i16)>,
 }
 
 impl PartitionWorker {
@@ -390,7 +399,10 @@ impl PartitionWorker {
                     self.mirror
                         .update_status(&self.topic, self.partition, |s| s.late_batches += 1);
                     let submission = self.pending.remove(&a_base).expect("present");
-                    let records = self.ship(&submission).await;
+                    let Some(records) = self.ship(&submission).await else {
+                        self.finish(submission, Err(STOPPED.into()), 0);
+                        return;
+                    };
                     self.finish(submission, Ok(()), records);
                     continue;
                 }
@@ -412,7 +424,12 @@ impl PartitionWorker {
                 }
             }
             let submission = self.pending.remove(&a_base).expect("present");
-            let records = self.ship(&submission).await;
+            let Some(records) = self.ship(&submission).await else {
+                // Stopped before the mirror cluster confirmed: the waiters
+                // hear so (async batches stay in the journal).
+                self.finish(submission, Err(STOPPED.into()), 0);
+                return;
+            };
             self.next_a = Some(a_base + records);
             self.finish(submission, Ok(()), records);
         }
@@ -496,14 +513,19 @@ impl PartitionWorker {
     }
 
     /// Writes every batch of a submission to the mirror cluster, retrying
-    /// until it is there. Returns the offsets the batches cover.
-    async fn ship(&mut self, submission: &Submission) -> i64 {
+    /// until it is there. Returns the offsets the batches cover, or `None`
+    /// when switchyard stopped first.
+    async fn ship(&mut self, submission: &Submission) -> Option<i64> {
         let mut a_offset = submission.a_base;
         for raw in &submission.batches {
             let Ok(header) = batch::read_header(raw) else {
                 continue;
             };
-            let b_base = self.ship_batch(raw, &header).await;
+            let b_base = match self.ship_batch(raw, &header).await {
+                Shipped::Written(b_base) => Some(b_base),
+                Shipped::AlreadyThere => None,
+                Shipped::Stopped => return None,
+            };
             if let Some(b_base) = b_base {
                 let segment = Segment {
                     a_start: a_offset,
@@ -527,22 +549,22 @@ impl PartitionWorker {
             }
             a_offset += header.offset_count();
         }
-        a_offset - submission.a_base
+        Some(a_offset - submission.a_base)
     }
 
-    async fn ship_batch(&mut self, raw: &Bytes, header: &BatchHeader) -> Option<i64> {
+    async fn ship_batch(&mut self, raw: &Bytes, header: &BatchHeader) -> Shipped {
         let client_producer = header
             .is_idempotent()
             .then_some((header.producer_id, header.producer_epoch));
         let mut backoff = Duration::from_millis(50);
         loop {
             if self.mirror.shutdown.is_cancelled() {
-                return None;
+                return Shipped::Stopped;
             }
             let attempt = self.attempt(raw, header, client_producer).await;
             let error = match attempt {
-                Ok(Attempt::Written(b_base)) => return Some(b_base),
-                Ok(Attempt::AlreadyThere) => return None,
+                Ok(Attempt::Written(b_base)) => return Shipped::Written(b_base),
+                Ok(Attempt::AlreadyThere) => return Shipped::AlreadyThere,
                 Err(error) => error,
             };
             self.mirror.metrics.retries.increment(1);
@@ -553,7 +575,7 @@ impl PartitionWorker {
             tracing::warn!(topic = %self.topic, partition = self.partition, %error, "mirror write failed; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = self.mirror.shutdown.cancelled() => return None,
+                _ = self.mirror.shutdown.cancelled() => return Shipped::Stopped,
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
@@ -582,7 +604,13 @@ impl PartitionWorker {
                 );
                 header.base_sequence.wrapping_sub(first)
             }
-            None => self.own_sequence,
+            None => {
+                if self.own_producer != Some((producer_id, epoch)) {
+                    self.own_producer = Some((producer_id, epoch));
+                    self.own_sequence = 0;
+                }
+                self.own_sequence
+            }
         };
         let stamped = batch::restamp(raw, producer_id, epoch, Some(sequence));
         match self
@@ -667,6 +695,14 @@ impl PartitionWorker {
             }
         }
     }
+}
+
+const STOPPED: &str = "switchyard stopped before the mirror cluster confirmed the batch";
+
+enum Shipped {
+    Written(i64),
+    AlreadyThere,
+    Stopped,
 }
 
 enum Attempt {

@@ -91,6 +91,43 @@ impl<'a> Cursor<'a> {
         Some(())
     }
 
+    fn i8(&mut self) -> Option<i8> {
+        self.take(1).map(|b| b[0] as i8)
+    }
+
+    fn nullable_string(&mut self) -> Option<Option<&'a [u8]>> {
+        let len = self.i16()?;
+        match len {
+            -1 => Some(None),
+            n if n >= 0 => self.take(n as usize).map(Some),
+            _ => None,
+        }
+    }
+
+    fn compact_nullable_string(&mut self) -> Option<Option<&'a [u8]>> {
+        let len_plus_one = self.unsigned_varint()?;
+        if len_plus_one == 0 {
+            return Some(None);
+        }
+        self.take(len_plus_one as usize - 1).map(Some)
+    }
+
+    /// An array count, refused when the frame could not hold that many
+    /// elements of at least one byte (a count read off the wire never sizes
+    /// an allocation).
+    fn array_len(&mut self, compact: bool) -> Option<Option<usize>> {
+        let count: i64 = if compact {
+            i64::from(self.unsigned_varint()?) - 1
+        } else {
+            i64::from(self.i32()?)
+        };
+        if count < 0 {
+            return (count == -1).then_some(None);
+        }
+        let count = count as usize;
+        (count <= self.bytes.len() - self.pos).then_some(Some(count))
+    }
+
     fn skip_tagged_fields(&mut self) -> Option<()> {
         let count = self.unsigned_varint()?;
         for _ in 0..count {
@@ -135,6 +172,146 @@ pub fn peek_request(payload: &[u8]) -> Result<RequestHeaderPeek, PeekError> {
         api_version,
         correlation_id,
         body_offset: cursor.pos,
+    })
+}
+
+/// One partition's data in a Produce request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartition {
+    pub topic: String,
+    pub partition: i32,
+    /// Where the partition's record batches lie in the payload.
+    pub records: Option<std::ops::Range<usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceBody {
+    pub transactional_id: Option<String>,
+    pub acks: i16,
+    pub partitions: Vec<ProducePartition>,
+}
+
+/// Walks a Produce request body (v3+) without allocating from any count it
+/// reads: topics, partitions and where each partition's records lie.
+pub fn walk_produce(payload: &[u8], header: &RequestHeaderPeek) -> Result<ProduceBody, PeekError> {
+    let version = header.api_version;
+    let flexible = version >= 9;
+    let malformed = |reason| PeekError::MalformedBody {
+        api: ApiKey::Produce,
+        version,
+        reason,
+    };
+    let mut c = Cursor::new(payload, header.body_offset);
+    fn string<'a>(c: &mut Cursor<'a>, flexible: bool) -> Option<Option<&'a [u8]>> {
+        if flexible {
+            c.compact_nullable_string()
+        } else {
+            c.nullable_string()
+        }
+    }
+    let transactional_id = string(&mut c, flexible)
+        .ok_or_else(|| malformed("transactional id runs past the frame"))?
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+    let acks = c.i16().ok_or_else(|| malformed("no acks field"))?;
+    c.i32().ok_or_else(|| malformed("no timeout"))?;
+    let topics = c
+        .array_len(flexible)
+        .ok_or_else(|| malformed("topic count is wrong for the frame"))?
+        .unwrap_or(0);
+    let mut partitions = Vec::new();
+    for _ in 0..topics {
+        let name = string(&mut c, flexible)
+            .ok_or_else(|| malformed("topic name runs past the frame"))?
+            .ok_or_else(|| malformed("null topic name"))?;
+        let topic = String::from_utf8_lossy(name).into_owned();
+        let count = c
+            .array_len(flexible)
+            .ok_or_else(|| malformed("partition count is wrong for the frame"))?
+            .unwrap_or(0);
+        for _ in 0..count {
+            let partition = c.i32().ok_or_else(|| malformed("no partition index"))?;
+            let len: i64 = if flexible {
+                i64::from(
+                    c.unsigned_varint()
+                        .ok_or_else(|| malformed("no records length"))?,
+                ) - 1
+            } else {
+                i64::from(c.i32().ok_or_else(|| malformed("no records length"))?)
+            };
+            let records = if len < 0 {
+                None
+            } else {
+                let start = c.pos;
+                c.take(len as usize)
+                    .ok_or_else(|| malformed("records run past the frame"))?;
+                Some(start..c.pos)
+            };
+            if flexible {
+                c.skip_tagged_fields()
+                    .ok_or_else(|| malformed("partition tags run past the frame"))?;
+            }
+            partitions.push(ProducePartition {
+                topic: topic.clone(),
+                partition,
+                records,
+            });
+        }
+        if flexible {
+            c.skip_tagged_fields()
+                .ok_or_else(|| malformed("topic tags run past the frame"))?;
+        }
+    }
+    Ok(ProduceBody {
+        transactional_id,
+        acks,
+        partitions,
+    })
+}
+
+/// The consumer groups a FindCoordinator request asks about (none when it
+/// asks for a transaction coordinator).
+pub fn find_coordinator_groups(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<Vec<String>, PeekError> {
+    let version = header.api_version;
+    let malformed = |reason| PeekError::MalformedBody {
+        api: ApiKey::FindCoordinator,
+        version,
+        reason,
+    };
+    let mut c = Cursor::new(payload, header.body_offset);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if version >= 4 {
+        let key_type = c.i8().ok_or_else(|| malformed("no key type"))?;
+        let count = c
+            .array_len(true)
+            .ok_or_else(|| malformed("key count is wrong for the frame"))?
+            .unwrap_or(0);
+        let mut keys = Vec::new();
+        for _ in 0..count {
+            let key = c
+                .compact_nullable_string()
+                .ok_or_else(|| malformed("key runs past the frame"))?;
+            keys.extend(key.map(text));
+        }
+        return Ok(if key_type == 0 { keys } else { Vec::new() });
+    }
+    let key = if version >= 3 {
+        c.compact_nullable_string()
+    } else {
+        c.nullable_string()
+    }
+    .ok_or_else(|| malformed("key runs past the frame"))?;
+    let key_type = if version >= 1 {
+        c.i8().ok_or_else(|| malformed("no key type"))?
+    } else {
+        0
+    };
+    Ok(if key_type == 0 {
+        key.map(text).into_iter().collect()
+    } else {
+        Vec::new()
     })
 }
 
@@ -260,6 +437,105 @@ mod tests {
     }
 
     #[test]
+    fn produce_walk_agrees_with_the_protocol_crate() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::TopicName;
+        for version in 3..=12 {
+            let body = ProduceRequest::default()
+                .with_acks(-1)
+                .with_transactional_id(Some(StrBytes::from_static_str("tx").into()))
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("orders")))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(3)
+                                .with_records(Some(bytes::Bytes::from_static(b"batch-bytes"))),
+                            PartitionProduceData::default()
+                                .with_index(4)
+                                .with_records(None),
+                        ]),
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("audit")))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(bytes::Bytes::from_static(b"x")))]),
+                ]);
+            let payload = encode_request(ApiKey::Produce, version, 9, Some("c"), &body);
+            let header = peek_request(&payload).unwrap();
+            let walked = walk_produce(&payload, &header).unwrap();
+            assert_eq!(walked.acks, -1);
+            assert_eq!(walked.transactional_id.as_deref(), Some("tx"));
+            let parts: Vec<(&str, i32, Option<&[u8]>)> = walked
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.topic.as_str(),
+                        p.partition,
+                        p.records.clone().map(|r| &payload[r]),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                parts,
+                vec![
+                    ("orders", 3, Some(&b"batch-bytes"[..])),
+                    ("orders", 4, None),
+                    ("audit", 0, Some(&b"x"[..]))
+                ],
+                "v{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_counts_are_refused_not_allocated() {
+        // Produce v3: null transactional id, acks, timeout, topic count 2^31-1.
+        let mut payload = vec![0, 0, 0, 3, 0, 0, 0, 1, 0xff, 0xff];
+        payload.extend_from_slice(&[0xff, 0xff, 0, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]);
+        let header = peek_request(&payload).unwrap();
+        assert!(matches!(
+            walk_produce(&payload, &header),
+            Err(PeekError::MalformedBody { .. })
+        ));
+        // FindCoordinator v4: key type 0, compact key count of ~2^31.
+        let mut payload = vec![0, 10, 0, 4, 0, 0, 0, 1, 0xff, 0xff, 0];
+        payload.extend_from_slice(&[0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let header = peek_request(&payload).unwrap();
+        assert!(find_coordinator_groups(&payload, &header).is_err());
+    }
+
+    #[test]
+    fn find_coordinator_groups_in_every_version() {
+        use kafka_protocol::messages::FindCoordinatorRequest;
+        for version in 0..=6 {
+            let body = if version >= 4 {
+                FindCoordinatorRequest::default()
+                    .with_key(StrBytes::from_static_str(""))
+                    .with_coordinator_keys(vec![StrBytes::from_static_str("billing")])
+            } else {
+                FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("billing"))
+            };
+            let payload = encode_request(ApiKey::FindCoordinator, version, 1, Some("c"), &body);
+            let header = peek_request(&payload).unwrap();
+            assert_eq!(
+                find_coordinator_groups(&payload, &header).unwrap(),
+                vec!["billing"],
+                "v{version}"
+            );
+        }
+        let body = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str("tx"))
+            .with_key_type(1);
+        let payload = encode_request(ApiKey::FindCoordinator, 2, 1, Some("c"), &body);
+        let header = peek_request(&payload).unwrap();
+        assert!(find_coordinator_groups(&payload, &header)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
     fn fetch_max_wait_is_found() {
         use kafka_protocol::messages::FetchRequest;
         for version in 4..=12 {
@@ -314,6 +590,14 @@ mod tests {
                 let _ = produce_acks(&data, &header);
                 let _ = fetch_max_wait_ms(&data, &header);
                 let _ = join_group_wait_ms(&data, &header);
+                if let Ok(body) = walk_produce(&data, &header) {
+                    for p in body.partitions {
+                        if let Some(r) = p.records {
+                            prop_assert!(r.end <= data.len());
+                        }
+                    }
+                }
+                let _ = find_coordinator_groups(&data, &header);
             }
         }
 

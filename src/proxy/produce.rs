@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseHeader};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::Shared;
 use crate::config::MirrorMode;
@@ -65,34 +65,32 @@ pub(super) fn plan(
             })
         }
     };
-    let mut body = frame.payload_bytes().slice(header.body_offset..);
-    let request = ProduceRequest::decode(&mut body, header.api_version).map_err(|e| {
-        SessionError::BadRequest(format!(
-            "Produce v{} body does not decode: {e:#}",
-            header.api_version
-        ))
-    })?;
+    // Walked, not decoded: no count read off the wire sizes an allocation.
+    let body = header::walk_produce(payload, header)
+        .map_err(|e| SessionError::BadRequest(e.to_string()))?;
+    let payload_bytes = frame.payload_bytes();
     let mut parts = Vec::new();
-    let mut transactional = request.transactional_id.is_some();
-    for topic in &request.topic_data {
-        for partition in &topic.partition_data {
-            let Some(records) = partition.records.as_ref() else {
-                continue;
-            };
-            // A batch that fails its checks is left to the primary to refuse.
-            let Ok(batches) = batch::split_batches(records) else {
-                continue;
-            };
-            transactional |= batches
-                .iter()
-                .filter_map(|b| batch::read_header(b).ok())
-                .any(|h| h.is_transactional());
-            parts.push(MirrorPart {
-                topic: topic.name.0.to_string(),
-                partition: partition.index,
-                batches,
-            });
-        }
+    let mut transactional = body.transactional_id.is_some();
+    for partition in &body.partitions {
+        let Some(range) = partition.records.clone() else {
+            continue;
+        };
+        // Copied out of the frame so a long-queued batch does not keep the
+        // whole request alive.
+        let records = Bytes::copy_from_slice(&payload_bytes[range]);
+        // A batch that fails its checks is left to the primary to refuse.
+        let Ok(batches) = batch::split_batches(&records) else {
+            continue;
+        };
+        transactional |= batches
+            .iter()
+            .filter_map(|b| batch::read_header(b).ok())
+            .any(|h| h.is_transactional());
+        parts.push(MirrorPart {
+            topic: partition.topic.clone(),
+            partition: partition.partition,
+            batches,
+        });
     }
     if transactional {
         // Transaction markers are written by the primary's coordinator, not
@@ -101,7 +99,7 @@ pub(super) fn plan(
         // mirroring, before anything is written.
         shared.metrics.mirror_transactional_refused.increment(1);
         tracing::warn!("refused a transactional Produce: mirroring does not carry transactions");
-        return Ok(ProducePlan::Reject(refuse_all(&request, header)?));
+        return Ok(ProducePlan::Reject(refuse_all(&body, header)?));
     }
     let patched = (acks == 0).then(|| {
         let mut copy = BytesMut::from(&frame.wire_bytes()[..]);
@@ -120,28 +118,26 @@ pub(super) fn plan(
     })
 }
 
-fn refuse_all(request: &ProduceRequest, header: &RequestHeaderPeek) -> Result<Bytes, SessionError> {
-    let response = ProduceResponse::default().with_responses(
-        request
-            .topic_data
-            .iter()
-            .map(|t| {
+fn refuse_all(
+    body: &header::ProduceBody,
+    header: &RequestHeaderPeek,
+) -> Result<Bytes, SessionError> {
+    let mut topics: Vec<TopicProduceResponse> = Vec::new();
+    for p in &body.partitions {
+        let answer = PartitionProduceResponse::default()
+            .with_index(p.partition)
+            .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            .with_base_offset(-1);
+        match topics.iter_mut().find(|t| t.name.0.as_str() == p.topic) {
+            Some(topic) => topic.partition_responses.push(answer),
+            None => topics.push(
                 TopicProduceResponse::default()
-                    .with_name(t.name.clone())
-                    .with_partition_responses(
-                        t.partition_data
-                            .iter()
-                            .map(|p| {
-                                PartitionProduceResponse::default()
-                                    .with_index(p.index)
-                                    .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-                                    .with_base_offset(-1)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    );
+                    .with_name(TopicName(StrBytes::from_string(p.topic.clone())))
+                    .with_partition_responses(vec![answer]),
+            ),
+        }
+    }
+    let response = ProduceResponse::default().with_responses(topics);
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
     let header_version = ApiKey::Produce.response_header_version(header.api_version);
     rewrite::encode(

@@ -8,11 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, DescribeClusterRequest, FindCoordinatorRequest, MetadataRequest,
-    ResponseHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::Encodable;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -251,8 +248,10 @@ impl Connection {
             )));
         }
         let rewrite = ResponseRewrite::for_request(api, header.api_version);
-        if rewrite.is_some() && api != ApiKey::Produce {
-            for group in validate_request_body(payload, &header)? {
+        if api == ApiKey::FindCoordinator {
+            let groups = header::find_coordinator_groups(payload, &header)
+                .map_err(|e| SessionError::BadRequest(e.to_string()))?;
+            for group in groups {
                 self.shared.groups.note(&group);
             }
         }
@@ -301,41 +300,6 @@ impl Connection {
             }),
         })
     }
-}
-
-/// Requests whose responses the proxy rewrites are decoded first: a frame the
-/// proxy cannot parse is never passed on to be answered and rewritten.
-/// Returns the consumer groups a FindCoordinator request names.
-fn validate_request_body(
-    payload: &[u8],
-    header: &RequestHeaderPeek,
-) -> Result<Vec<String>, SessionError> {
-    let mut body = Bytes::copy_from_slice(&payload[header.body_offset..]);
-    let version = header.api_version;
-    let mut groups = Vec::new();
-    let result = match header.api_key {
-        ApiKey::ApiVersions => ApiVersionsRequest::decode(&mut body, version).map(drop),
-        ApiKey::Metadata => MetadataRequest::decode(&mut body, version).map(drop),
-        ApiKey::FindCoordinator => FindCoordinatorRequest::decode(&mut body, version).map(|r| {
-            if r.key_type == 0 {
-                if version < 4 {
-                    groups.push(r.key.to_string());
-                } else {
-                    groups.extend(r.coordinator_keys.iter().map(|k| k.to_string()));
-                }
-            }
-        }),
-        ApiKey::DescribeCluster => DescribeClusterRequest::decode(&mut body, version).map(drop),
-        _ => Ok(()),
-    };
-    // Trailing bytes are tolerated, as brokers tolerate them: clients differ
-    // in how they end a body, and the request goes upstream unchanged.
-    result.map(|()| groups).map_err(|e| {
-        SessionError::BadRequest(format!(
-            "{} v{version} request body does not decode: {e:#}",
-            api_name(header.api_key)
-        ))
-    })
 }
 
 fn local_response<M: Encodable>(correlation_id: i32, body: &M) -> Result<Bytes, SessionError> {

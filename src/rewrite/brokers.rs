@@ -60,10 +60,12 @@ pub fn metadata(mut response: MetadataResponse, ctx: &dyn RewriteContext) -> Met
 
 pub fn find_coordinator(
     mut response: FindCoordinatorResponse,
+    version: i16,
     ctx: &dyn RewriteContext,
 ) -> FindCoordinatorResponse {
-    // v0-3 answer for one key in the top-level fields; v4+ in `coordinators`.
-    if response.error_code == 0 && response.node_id.0 >= 0 {
+    // v0-3 answer for one key in the top-level fields; v4+ only in
+    // `coordinators` (the top-level fields must stay unset there).
+    if version < 4 && response.error_code == 0 && response.node_id.0 >= 0 {
         let advertised =
             ctx.virtual_broker(response.node_id.0, Some((&response.host, response.port)));
         response.node_id = BrokerId(advertised.node_id);
@@ -215,7 +217,7 @@ mod tests {
             .with_node_id(BrokerId(7))
             .with_host(s("10.1.1.1"))
             .with_port(9092);
-        let out = find_coordinator(old, &ctx);
+        let out = find_coordinator(old, 3, &ctx);
         assert_eq!(
             (out.node_id.0, out.host.as_str(), out.port),
             (100, "127.0.0.1", 9200)
@@ -232,7 +234,7 @@ mod tests {
                 .with_host(s(""))
                 .with_port(-1),
         ]);
-        let out = find_coordinator(batched, &ctx);
+        let out = find_coordinator(batched, 4, &ctx);
         assert_eq!(out.coordinators[0].node_id, BrokerId(100));
         assert_eq!(out.coordinators[0].port, 9200);
         assert_eq!(

@@ -122,7 +122,7 @@ pub fn rewrite_response(
         }
         ResponseRewrite::FindCoordinator => {
             let response = decode_body::<FindCoordinatorResponse>(body, version)?;
-            let response = brokers::find_coordinator(response, ctx);
+            let response = brokers::find_coordinator(response, version, ctx);
             encode(&header, header_version, &response, version).map(Some)
         }
         ResponseRewrite::DescribeCluster => {
@@ -168,6 +168,15 @@ pub fn encode<M: Encodable>(
         .encode(&mut out, header_version)
         .and_then(|_| body.encode(&mut out, version))
         .map_err(|e| RewriteError::from_anyhow("encoding the rewritten response", e))?;
+    // The length prefix must match what was written, or the client's stream
+    // goes out of step (the protocol crate sizes some fields it then skips,
+    // such as tags at or above 2^31).
+    if out.len() != LENGTH_PREFIX + size {
+        return Err(RewriteError(format!(
+            "encoded {} bytes where {size} were computed",
+            out.len() - LENGTH_PREFIX
+        )));
+    }
     Ok(out.freeze())
 }
 

@@ -154,7 +154,12 @@ impl TranslationTable {
                     });
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // A torn last line must not swallow the next one.
+        let ends_cleanly = std::fs::read(&path).map(|b| b.last().is_none_or(|&c| c == b'\n'))?;
+        if !ends_cleanly {
+            file.write_all(b"\n")?;
+        }
         Ok(TranslationTable {
             partitions: Mutex::new(partitions),
             log: Mutex::new(Some(file)),
@@ -175,11 +180,12 @@ impl TranslationTable {
             .add(segment);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(file) = log.as_mut() {
-            writeln!(
-                file,
-                "{topic}\t{partition}\t{}\t{}\t{}",
+            // One write per line, so a crash leaves at most one torn line.
+            let line = format!(
+                "{topic}\t{partition}\t{}\t{}\t{}\n",
                 segment.a_start, segment.b_start, segment.len
-            )?;
+            );
+            file.write_all(line.as_bytes())?;
         }
         Ok(())
     }

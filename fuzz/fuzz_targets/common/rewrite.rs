@@ -5,7 +5,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, StrBytes, VersionRange};
 use switchyard::rewrite::{
     rewrite_response, Advertised, ApiRanges, ResponseRewrite, RewriteContext,
 };
@@ -66,18 +67,36 @@ impl RewriteContext for Ctx {
     }
 }
 
+/// Whether `payload` is a well-formed `M` response of `version`, as the
+/// protocol crate reads it: a response the proxy must be able to rewrite.
+fn decodes<M: Decodable>(api: ApiKey, version: i16, payload: &[u8]) -> bool {
+    let mut buf = Bytes::copy_from_slice(payload);
+    ResponseHeader::decode(&mut buf, api.response_header_version(version)).is_ok()
+        && M::decode(&mut buf, version).is_ok()
+}
+
 /// Input: 2 bytes (low 4 bits: the request version; bits 8-9: which
 /// cluster versions the context knows), then a response payload (header and
-/// body, no length prefix).
-pub fn run(kind: ResponseRewrite, data: &[u8]) {
+/// body, no length prefix). `M` is the response type of `kind`.
+pub fn run<M: Decodable>(kind: ResponseRewrite, api: ApiKey, data: &[u8]) {
     let Some((head, rest)) = data.split_first_chunk::<2>() else {
         return;
     };
     let raw = u16::from_be_bytes(*head);
     let version = (raw % 16) as i16;
     let ctx = Ctx::new(raw >> 8);
-    let Ok(Some(out)) = rewrite_response(kind, version, Bytes::copy_from_slice(rest), &ctx) else {
-        return;
+    let result = rewrite_response(kind, version, Bytes::copy_from_slice(rest), &ctx);
+    let out = match result {
+        Ok(Some(out)) => out,
+        Ok(None) => return,
+        Err(e) => {
+            // A response the protocol crate reads must not be refused.
+            assert!(
+                !decodes::<M>(api, version, rest),
+                "{kind:?} v{version}: a well-formed response was refused: {e}"
+            );
+            return;
+        }
     };
     assert!(
         out.len() >= 8,
