@@ -49,7 +49,7 @@ fn default_sync_timeout_ms() -> u64 {
 }
 
 fn default_gap_timeout_ms() -> u64 {
-    2_000
+    7_000
 }
 
 impl Default for MirrorConfig {
@@ -361,6 +361,19 @@ impl Config {
                 format!("is required when admin.listen ({admin}) is not a loopback address"),
             ));
         }
+        if self.mirror.gap_timeout_ms <= self.mirror.sync_timeout_ms {
+            // A connection's answers are passed on in order, so a batch
+            // acknowledged behind a sync wait reaches the mirror up to
+            // sync_timeout_ms late; waiting less for it would write its
+            // successors first.
+            return Err(invalid(
+                "mirror.gap_timeout_ms",
+                format!(
+                    "{} must be greater than mirror.sync_timeout_ms ({})",
+                    self.mirror.gap_timeout_ms, self.mirror.sync_timeout_ms
+                ),
+            ));
+        }
         if self.upstream.request_timeout_ms == 0 || self.upstream.connect_timeout_ms == 0 {
             return Err(invalid(
                 "upstream",
@@ -443,6 +456,13 @@ bootstrap = "10.0.0.1:9092,10.0.0.2:9092"
         let text = format!("{MINIMAL}\n[admin]\nlisten = \"0.0.0.0:9644\"\n");
         let err = Config::from_toml_str(&text).unwrap_err().to_string();
         assert!(err.contains("admin.token"), "{err}");
+    }
+
+    #[test]
+    fn gap_timeout_must_outlast_sync_waits() {
+        let text = format!("{MINIMAL}\n[mirror]\nsync_timeout_ms = 5000\ngap_timeout_ms = 2000\n");
+        let err = Config::from_toml_str(&text).unwrap_err().to_string();
+        assert!(err.contains("mirror.gap_timeout_ms"), "{err}");
     }
 
     #[test]
