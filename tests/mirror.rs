@@ -198,16 +198,7 @@ async fn mirror_outage_loses_nothing_and_retries_duplicate_nothing() {
     let later = producing.await.unwrap().unwrap();
     assert_eq!(later.len(), 300);
 
-    wait_until(
-        Duration::from_secs(60),
-        "mirror lag to reach zero",
-        || async move {
-            let (_, status) = http_get(admin, "/status").await;
-            let json: serde_json::Value = serde_json::from_str(&status).unwrap();
-            json["mirroring"]["lag_records"] == 0
-        },
-    )
-    .await;
+    wait_for_mirror_lag_zero(admin).await;
     // B holds exactly A's records, in A's order: nothing lost, and none of
     // switchyard's retries added a record. (A itself may hold duplicates:
     // the client retried timed-out sync acknowledgements, and librdkafka's
@@ -314,16 +305,7 @@ async fn a_topic_missing_in_the_mirror_is_reported_and_its_records_held() {
     b.create_topic("fresh", PARTITIONS, 3).unwrap();
     let acked = producing.await.unwrap().unwrap();
     assert_eq!(acked.len(), 200);
-    wait_until(
-        Duration::from_secs(60),
-        "mirror lag to reach zero",
-        || async move {
-            let (_, status) = http_get(admin, "/status").await;
-            let json: serde_json::Value = serde_json::from_str(&status).unwrap();
-            json["mirroring"]["lag_records"] == 0
-        },
-    )
-    .await;
+    wait_for_mirror_lag_zero(admin).await;
     let stored = assert_mirrored(&harness, &a, &b, "fresh");
     assert!(stored >= 200);
     harness.stop().await;

@@ -66,6 +66,19 @@ pub fn addresses_seen_by_client(bootstrap: &str) -> anyhow::Result<Vec<String>> 
         .collect())
 }
 
+/// The real broker addresses of in-process clusters.
+pub fn real_broker_addresses(clusters: &[&Cluster]) -> Vec<String> {
+    clusters
+        .iter()
+        .flat_map(|c| {
+            c.bootstrap_servers()
+                .split(',')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
     pub records: usize,
@@ -125,15 +138,7 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
     let consume_seconds = started.elapsed().as_secs_f64();
 
     let seen = addresses_seen_by_client(&bootstrap)?;
-    let real: Vec<String> = [&cluster_a, &cluster_b]
-        .iter()
-        .flat_map(|c| {
-            c.bootstrap_servers()
-                .split(',')
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let real = real_broker_addresses(&[&cluster_a, &cluster_b]);
     let leaked = seen.iter().filter(|a| real.contains(a)).count();
     let (mirrored_records, mirror_identical) =
         compare_clusters(&proxy, &cluster_a, &cluster_b, topic, 6)?;

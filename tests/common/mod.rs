@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 pub use switchyard::demo::workload::{
     self, check, read_cluster, ProduceSpec, RecordRef, StoredRecord,
 };
-pub use switchyard::demo::{addresses_seen_by_client, loopback_config, start_cluster, Cluster};
+pub use switchyard::demo::{
+    addresses_seen_by_client, loopback_config, real_broker_addresses, start_cluster, Cluster,
+};
 use switchyard::{Config, Proxy};
 
 pub fn init_logging() {
@@ -61,6 +63,20 @@ pub async fn start_proxy_with(
     Harness { proxy, state }
 }
 
+/// Waits until the proxy's mirror has nothing outstanding.
+pub async fn wait_for_mirror_lag_zero(admin: SocketAddr) {
+    wait_until(
+        Duration::from_secs(60),
+        "mirror lag to reach zero",
+        || async move {
+            let (_, status) = http_get(admin, "/status").await;
+            let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+            json["mirroring"]["lag_records"] == 0
+        },
+    )
+    .await;
+}
+
 /// Polls `condition` every 50 ms until it holds or `limit` passes.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
@@ -75,18 +91,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-pub fn real_broker_addresses(clusters: &[&Cluster]) -> Vec<String> {
-    clusters
-        .iter()
-        .flat_map(|c| {
-            c.bootstrap_servers()
-                .split(',')
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Encodes one request frame (length prefix included).
