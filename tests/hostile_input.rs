@@ -125,7 +125,8 @@ async fn each_kind_of_bad_frame_closes_only_its_own_connection() {
     let mut s = send_raw(&bootstrap, &frame(&[0, 3, 0])).await;
     assert!(closed_by_peer(&mut s, CLOSE_WITHIN).await, "short header");
 
-    // A Metadata body that does not decode (topic count says 1000 topics).
+    // A Metadata body that does not decode (topic count says 1000 topics):
+    // the broker refuses it, and only this connection closes.
     let mut s = send_raw(
         &bootstrap,
         &frame(&[0, 3, 0, 4, 0, 0, 0, 8, 0xff, 0xff, 0, 0, 0x03, 0xe8, 0, 1]),
