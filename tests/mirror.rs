@@ -387,3 +387,121 @@ async fn async_mirror_catches_up_from_its_journal_after_a_restart() {
     assert_eq!(assert_mirrored(&second, &a, &b, "events"), 1200);
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_records_are_mirrored_even_when_the_producer_hangs_up_at_once() {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use tokio::io::AsyncWriteExt;
+
+    let a = start_cluster(1, &[("fire-and-forget", 1)]).unwrap();
+    let b = start_cluster(1, &[("fire-and-forget", 1)]).unwrap();
+    let harness = start_proxy(&a, Some(&b)).await;
+    enable_sync(&harness).await;
+
+    // 20 acks=0 Produce requests, pipelined on one connection that is reset
+    // (RST, not FIN) right after the last one is sent: nobody waits for
+    // anything, and the proxy's next read on it fails.
+    let mut stream = tokio::net::TcpStream::connect(harness.proxy.bootstrap_addr())
+        .await
+        .unwrap();
+    for n in 0..20i64 {
+        let records: Vec<Record> = (0..5)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                // The encoder keeps records in one batch while sequences
+                // run on; the batch's base sequence stays -1 (no producer).
+                sequence: i as i32 - 1,
+                timestamp: 1_700_000_000_000 + n * 10 + i,
+                key: Some(format!("k{n}").into()),
+                value: Some(format!("request {n} record {i}").into()),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut batch = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        let request = ProduceRequest::default()
+            .with_acks(0)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("fire-and-forget")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch.freeze()))])]);
+        stream
+            .write_all(&request_frame(ApiKey::Produce, 7, n as i32, &request))
+            .await
+            .unwrap();
+    }
+    // Linger 0: close with RST. It discards nothing the proxy has read.
+    #[allow(deprecated)]
+    stream.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(stream);
+
+    // What reached A (the reset may cut requests the proxy had not read
+    // yet) reaches B too.
+    let admin = harness.proxy.admin_addr();
+    wait_until(
+        Duration::from_secs(30),
+        "A to hold what the proxy forwarded",
+        || {
+            let a_servers = a.bootstrap_servers();
+            async move {
+                let (_, metrics) = http_get(admin, "/metrics").await;
+                let forwarded =
+                    metric_value(&metrics, "switchyard_requests_total", &["api=\"Produce\""]);
+                forwarded > 0.0
+                    && read_cluster(&a_servers, "fire-and-forget", 1)
+                        .is_ok_and(|r| r[&0].len() as f64 >= forwarded * 5.0)
+            }
+        },
+    )
+    .await;
+    wait_for_mirror_lag_zero(admin).await;
+    let stored = assert_mirrored_one(&harness, &a, &b, "fire-and-forget");
+    assert!(stored >= 5, "at least one request reached A and B");
+    harness.stop().await;
+}
+
+/// `assert_mirrored` for a one-partition topic.
+fn assert_mirrored_one(harness: &Harness, a: &Cluster, b: &Cluster, topic: &str) -> usize {
+    let in_a = read_cluster(&a.bootstrap_servers(), topic, 1).unwrap();
+    let in_b = read_cluster(&b.bootstrap_servers(), topic, 1).unwrap();
+    let strip = |r: &StoredRecord| (r.key.clone(), r.value.clone(), r.timestamp);
+    let left: Vec<_> = in_a[&0].iter().map(strip).collect();
+    let right: Vec<_> = in_b[&0].iter().map(strip).collect();
+    assert!(left == right, "{topic}: B differs from A");
+    let segments = harness
+        .proxy
+        .shared()
+        .mirror
+        .as_ref()
+        .unwrap()
+        .translation()
+        .partition(topic, 0)
+        .unwrap();
+    for (ra, rb) in in_a[&0].iter().zip(&in_b[&0]) {
+        assert_eq!(segments.a_to_b(ra.offset), Translated::Offset(rb.offset));
+    }
+    left.len()
+}

@@ -57,15 +57,19 @@ impl ResponseReader {
 
     /// The next response. With `expected` set, its correlation id is checked;
     /// with `may_stream`, a large one is written straight to `client`.
+    /// `client` is `None` once the client has gone: answers are then read
+    /// (and never streamed) only to finish the work they carry.
     pub(super) async fn next(
         &mut self,
-        client: &mut BufWriter<OwnedWriteHalf>,
+        mut client: Option<&mut BufWriter<OwnedWriteHalf>>,
         expected: Option<i32>,
         may_stream: bool,
     ) -> Result<Next, ReadError> {
         if self.complete_frame_len().is_none() {
-            // About to wait: the client gets what it is already owed.
-            client.flush().await.map_err(ReadError::Client)?;
+            if let Some(client) = client.as_mut() {
+                // About to wait: the client gets what it is already owed.
+                client.flush().await.map_err(ReadError::Client)?;
+            }
         }
         while self.buf.len() < LENGTH_PREFIX + 4 {
             self.read_more().await?;
@@ -83,8 +87,10 @@ impl ResponseReader {
             }
         }
         let total = LENGTH_PREFIX + declared as usize;
-        if may_stream && total >= STREAM_ABOVE && self.buf.len() < total {
-            return self.stream(client, total).await;
+        if let Some(client) = client.filter(|_| may_stream) {
+            if total >= STREAM_ABOVE && self.buf.len() < total {
+                return self.stream(client, total).await;
+            }
         }
         loop {
             match self.codec.decode(&mut self.buf) {

@@ -109,16 +109,39 @@ async fn serve(
         // The response side ends first only on an error or when the client
         // went away: nothing more can be answered.
         result = &mut responses => result,
-        result = &mut requests => {
-            result?;
+        result = &mut requests => match result {
             // Client finished sending (EOF or shutdown): answer what is in
             // flight, each request within its own deadline.
-            responses.await
-        }
+            Ok(()) => responses.await,
+            // The client broke off or misbehaved: answers the primary still
+            // owes are read to the end (their mirror work must not be lost),
+            // then the client's error is what ends the session.
+            Err(e) if e.side() == crate::error::Side::Client => {
+                let _ = responses.await;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        },
     }
 }
 
 async fn forward_requests(
+    connection: &Connection,
+    client_read: OwnedReadHalf,
+    upstream: &mut BufWriter<OwnedWriteHalf>,
+    pending: mpsc::Sender<Pending>,
+) -> Result<(), SessionError> {
+    let result = read_and_forward(connection, client_read, upstream, pending).await;
+    // Whatever was taken from the client is owed an answer, and the response
+    // side waits for it: send it even when the client then broke off.
+    let flushed = upstream
+        .flush()
+        .await
+        .map_err(|e| connection.upstream_io(e));
+    result.and(flushed)
+}
+
+async fn read_and_forward(
     connection: &Connection,
     client_read: OwnedReadHalf,
     upstream: &mut BufWriter<OwnedWriteHalf>,
@@ -174,10 +197,6 @@ async fn forward_requests(
                 .map_err(|e| connection.upstream_io(e))?;
         }
     }
-    upstream
-        .flush()
-        .await
-        .map_err(|e| connection.upstream_io(e))?;
     Ok(())
 }
 
@@ -327,18 +346,30 @@ async fn return_responses(
     let request_timeout = shared.config.upstream.request_timeout();
     let mut reader = ResponseReader::new(upstream_read);
     let mut client = BufWriter::with_capacity(WRITE_BUFFER, client_write);
-    let client_io = SessionError::ClientIo;
+    // Once writing to the client fails, answers still owed are read anyway
+    // until the request side ends: the primary has acknowledged what they
+    // carry, and their mirror work must not be dropped with the client.
+    let mut client_gone: Option<std::io::Error> = None;
     loop {
         let entry = match pending.try_recv() {
             Ok(entry) => entry,
             Err(mpsc::error::TryRecvError::Disconnected) => break,
             Err(mpsc::error::TryRecvError::Empty) => {
-                client.flush().await.map_err(client_io)?;
+                if client_gone.is_none() {
+                    if let Err(e) = client.flush().await {
+                        client_gone = Some(e);
+                    }
+                }
                 match pending.recv().await {
                     Some(entry) => entry,
                     None => break,
                 }
             }
+        };
+        let writer = if client_gone.is_none() {
+            Some(&mut client)
+        } else {
+            None
         };
         let out = match entry {
             Pending::Local(bytes) => bytes,
@@ -347,7 +378,7 @@ async fn return_responses(
                 let next = connection
                     .next_response(
                         &mut reader,
-                        &mut client,
+                        writer,
                         sent_at,
                         request_timeout,
                         (ApiKey::SaslAuthenticate, None),
@@ -375,7 +406,7 @@ async fn return_responses(
                 let next = connection
                     .next_response(
                         &mut reader,
-                        &mut client,
+                        writer,
                         sent_at,
                         request_timeout + held_for,
                         (header.api_key, Some(header.correlation_id)),
@@ -434,11 +465,17 @@ async fn return_responses(
                 }
             }
         };
-        shared.metrics.bytes_out.increment(out.len() as u64);
-        client.write_all(&out).await.map_err(client_io)?;
+        if client_gone.is_none() {
+            shared.metrics.bytes_out.increment(out.len() as u64);
+            if let Err(e) = client.write_all(&out).await {
+                client_gone = Some(e);
+            }
+        }
     }
-    client.flush().await.map_err(client_io)?;
-    Ok(())
+    match client_gone {
+        Some(e) => Err(SessionError::ClientIo(e)),
+        None => client.flush().await.map_err(SessionError::ClientIo),
+    }
 }
 
 fn handshake_succeeded(payload: &[u8]) -> bool {
@@ -452,7 +489,7 @@ impl Connection {
     async fn next_response(
         &self,
         reader: &mut ResponseReader,
-        client: &mut BufWriter<OwnedWriteHalf>,
+        client: Option<&mut BufWriter<OwnedWriteHalf>>,
         sent_at: Instant,
         budget: Duration,
         (api, correlation_id): (ApiKey, Option<i32>),
