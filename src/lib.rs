@@ -2,6 +2,7 @@
 //! one Kafka cluster to another without downtime or lost records.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod cutover;
 pub mod error;

@@ -28,6 +28,19 @@ enum Command {
         #[arg(long, default_value = "proxy.toml")]
         config: PathBuf,
     },
+    /// Print a running switchyard's state: route, virtual brokers, mirror
+    /// lag, and whether a flip would be lossless now.
+    Status {
+        /// The configuration of the switchyard to ask (admin address and token).
+        #[arg(long, default_value = "proxy.toml", conflicts_with = "admin")]
+        config: PathBuf,
+        /// The admin address to ask instead, host:port.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Bearer token, when not read from the configuration.
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
     /// Two in-process clusters, live traffic through switchyard, and an
     /// integrity report.
     #[cfg(feature = "demo")]
@@ -60,6 +73,20 @@ async fn main() -> anyhow::Result<()> {
             wait_for_signal().await?;
             proxy.shutdown(grace).await;
             Ok(())
+        }
+        Command::Status {
+            config,
+            admin,
+            token,
+        } => {
+            let (addr, token) = match admin {
+                Some(addr) => (addr, token),
+                None => {
+                    let config = Config::load(&config)?;
+                    (config.admin.listen, token.or(config.admin.token))
+                }
+            };
+            switchyard::cli::status(&addr, token.as_deref()).await
         }
         #[cfg(feature = "demo")]
         Command::Demo { records } => {

@@ -172,3 +172,51 @@ grace_ms = 10000
     assert!(logs.contains("signal received"), "{logs}");
     assert!(logs.contains("shutting down"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_command_prints_route_mirror_and_readiness() {
+    let a = start_cluster(3, &[("orders", 2)]).unwrap();
+    let b = start_cluster(3, &[("orders", 2)]).unwrap();
+    let harness = start_proxy_with(&a, Some(&b), |c| c.admin.token = Some("t0ken".into())).await;
+    let admin = harness.proxy.admin_addr().to_string();
+    harness
+        .proxy
+        .shared()
+        .set_mirror_mode(switchyard::config::MirrorMode::Sync)
+        .unwrap();
+    let acked = workload::produce(&harness.bootstrap(), &ProduceSpec::new("orders", 100))
+        .await
+        .unwrap();
+    assert_eq!(acked.len(), 100);
+
+    let output = Command::new(BIN)
+        .args(["status", "--admin", &admin, "--token", "t0ken"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("primary           a"), "{stdout}");
+    assert!(stdout.contains("mirror            sync"), "{stdout}");
+    assert!(stdout.contains("mirroring to b: lag 0 records"), "{stdout}");
+    assert!(stdout.contains("orders-0"), "{stdout}");
+    assert!(
+        stdout.contains("flip would be lossless now: yes"),
+        "{stdout}"
+    );
+
+    let refused = Command::new(BIN)
+        .args(["status", "--admin", &admin])
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    harness.stop().await;
+}
