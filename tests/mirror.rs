@@ -75,6 +75,11 @@ async fn sync_mirror_holds_the_same_records_in_the_same_order() {
     let harness = start_proxy(&a, Some(&b)).await;
     enable_sync(&harness).await;
     let bootstrap = harness.bootstrap();
+    // One of B's brokers answers slowly: sync waits for its partitions hold
+    // up their connections' answers while the answers behind them (other
+    // partitions) must still reach the mirror in A's order.
+    b.broker_round_trip_time(1, Duration::from_millis(150))
+        .unwrap();
 
     // Several producers at once, idempotent and not, compressed and not,
     // all with headers; pipelining up to librdkafka's default in-flight.

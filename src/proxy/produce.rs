@@ -149,30 +149,48 @@ fn refuse_all(
     .map_err(|e| SessionError::BadRequest(format!("cannot build a Produce refusal: {e}")))
 }
 
-/// Hands what the primary acknowledged to the mirror; in sync mode waits
-/// for it, turning a mirror that does not confirm in time into a retriable
-/// error for the client. Returns the frame for the client, `None` when the
-/// client asked for no answer.
-pub(super) async fn complete(
+/// A Produce answer whose batches were handed to the mirror. In sync mode
+/// the mirror's confirmations are still coming; the answer goes back to the
+/// client once they are in or the wait is over.
+pub(super) struct Submitted {
+    frame: Frame,
+    header: RequestHeaderPeek,
+    response_header: ResponseHeader,
+    response: ProduceResponse,
+    swallow: bool,
+    waits: Vec<Wait>,
+    deadline: tokio::time::Instant,
+    /// Partitions the client must be told to retry.
+    unconfirmed: Vec<(String, i32)>,
+}
+
+struct Wait {
+    topic: String,
+    partition: i32,
+    done: tokio::sync::oneshot::Receiver<crate::mirror::Outcome>,
+    confirmed: Option<bool>,
+}
+
+/// Hands what the primary acknowledged to the mirror: queued (sync) or
+/// journaled and queued (async). Does not wait for the mirror cluster.
+pub(super) async fn submit(
     shared: &Shared,
     header: &RequestHeaderPeek,
-    frame: &Frame,
+    frame: Frame,
     work: MirrorWork,
     cluster: crate::config::ClusterName,
-) -> Result<Option<Bytes>, SessionError> {
+) -> Result<Submitted, SessionError> {
     let version = header.api_version;
     let header_version = ApiKey::Produce.response_header_version(version);
-    let undecodable = |reason: String| SessionError::Rewrite {
+    let mut buf = frame.payload_bytes();
+    let decoded = ResponseHeader::decode(&mut buf, header_version)
+        .and_then(|h| Ok((h, ProduceResponse::decode(&mut buf, version)?)));
+    let (response_header, response) = decoded.map_err(|e| SessionError::Rewrite {
         cluster,
         api: "Produce",
         version,
-        reason,
-    };
-    let mut buf = frame.payload_bytes();
-    let response_header =
-        ResponseHeader::decode(&mut buf, header_version).map_err(|e| undecodable(e.to_string()))?;
-    let mut response =
-        ProduceResponse::decode(&mut buf, version).map_err(|e| undecodable(e.to_string()))?;
+        reason: e.to_string(),
+    })?;
 
     let mode = work.mirror.mode();
     let mut waits = Vec::new();
@@ -199,51 +217,98 @@ pub(super) async fn complete(
             let done = work
                 .mirror
                 .submit(&part.topic, part.partition, a_base, part.batches);
-            waits.push((part.topic, part.partition, done));
-        }
-    }
-    if mode == MirrorMode::Sync {
-        let bound = Duration::from_millis(shared.config.mirror.sync_timeout_ms);
-        let deadline = tokio::time::Instant::now() + bound;
-        for (topic, partition, done) in waits {
-            let confirmed = matches!(
-                tokio::time::timeout_at(deadline, done).await,
-                Ok(Ok(Ok(())))
-            );
-            if !confirmed {
-                shared.metrics.mirror_sync_timeouts.increment(1);
-                unconfirmed.push((topic, partition));
+            if mode == MirrorMode::Sync {
+                waits.push(Wait {
+                    topic: part.topic,
+                    partition: part.partition,
+                    done,
+                    confirmed: None,
+                });
             }
         }
     }
-    let mut changed = false;
-    for (topic, partition) in unconfirmed {
-        for p in response
-            .responses
-            .iter_mut()
-            .filter(|t| t.name.0.as_str() == topic)
-            .flat_map(|t| t.partition_responses.iter_mut())
-            .filter(|p| p.index == partition)
-        {
-            p.error_code = REQUEST_TIMED_OUT;
-            changed = true;
+    Ok(Submitted {
+        frame,
+        header: *header,
+        response_header,
+        response,
+        swallow: work.swallow,
+        waits,
+        deadline: tokio::time::Instant::now()
+            + Duration::from_millis(shared.config.mirror.sync_timeout_ms),
+        unconfirmed,
+    })
+}
+
+impl Submitted {
+    pub(super) fn is_settled(&self) -> bool {
+        self.waits.iter().all(|w| w.confirmed.is_some())
+    }
+
+    /// Waits for the mirror's confirmations, up to the sync deadline. Can be
+    /// abandoned and resumed: what has been learned stays learned.
+    pub(super) async fn settle(&mut self) {
+        let deadline = self.deadline;
+        for wait in self.waits.iter_mut().filter(|w| w.confirmed.is_none()) {
+            let confirmed = matches!(
+                tokio::time::timeout_at(deadline, &mut wait.done).await,
+                Ok(Ok(Ok(())))
+            );
+            wait.confirmed = Some(confirmed);
         }
     }
-    if work.swallow {
-        return Ok(None);
-    }
-    if version >= 10 {
-        if let Some(hinted) =
-            rewrite::brokers::produce_leader_hints(response.clone(), &shared.view(cluster))
-        {
-            response = hinted;
-            changed = true;
+
+    /// The answer for the client: partitions the mirror did not confirm in
+    /// time are answered REQUEST_TIMED_OUT (retriable; the batch stays
+    /// queued). `None` when the client asked for no answer.
+    pub(super) fn finish(
+        mut self,
+        shared: &Shared,
+        cluster: crate::config::ClusterName,
+    ) -> Result<Option<Bytes>, SessionError> {
+        for wait in self.waits.drain(..) {
+            if wait.confirmed != Some(true) {
+                shared.metrics.mirror_sync_timeouts.increment(1);
+                self.unconfirmed.push((wait.topic, wait.partition));
+            }
         }
+        let mut response = self.response;
+        let mut changed = false;
+        for (topic, partition) in &self.unconfirmed {
+            for p in response
+                .responses
+                .iter_mut()
+                .filter(|t| t.name.0.as_str() == topic)
+                .flat_map(|t| t.partition_responses.iter_mut())
+                .filter(|p| p.index == *partition)
+            {
+                p.error_code = REQUEST_TIMED_OUT;
+                changed = true;
+            }
+        }
+        if self.swallow {
+            return Ok(None);
+        }
+        let version = self.header.api_version;
+        if version >= 10 {
+            if let Some(hinted) =
+                rewrite::brokers::produce_leader_hints(response.clone(), &shared.view(cluster))
+            {
+                response = hinted;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(Some(self.frame.wire_bytes().clone()));
+        }
+        let header_version = ApiKey::Produce.response_header_version(version);
+        rewrite::encode(&self.response_header, header_version, &response, version)
+            .map(Some)
+            .map_err(|e| SessionError::Rewrite {
+                cluster,
+                api: "Produce",
+                version,
+                reason: e.to_string(),
+            })
     }
-    if !changed {
-        return Ok(Some(frame.wire_bytes().clone()));
-    }
-    rewrite::encode(&response_header, header_version, &response, version)
-        .map(Some)
-        .map_err(|e| undecodable(e.to_string()))
 }

@@ -122,6 +122,15 @@ impl ResponseReader {
         }
     }
 
+    /// Reads until a whole response is buffered. Safe to abandon: bytes
+    /// read stay in the buffer.
+    pub(super) async fn fill_frame(&mut self) -> Result<(), ReadError> {
+        while self.complete_frame_len().is_none() {
+            self.read_more().await?;
+        }
+        Ok(())
+    }
+
     fn complete_frame_len(&self) -> Option<usize> {
         let prefix = self.buf.get(..LENGTH_PREFIX)?;
         let total = LENGTH_PREFIX

@@ -1,6 +1,7 @@
 //! One client connection: requests go upstream as the bytes that came in,
 //! responses come back in request order, rewritten where they name brokers.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -336,6 +337,15 @@ fn local_response<M: Encodable>(correlation_id: i32, body: &M) -> Result<Bytes, 
     encode().map_err(|e| SessionError::BadRequest(format!("cannot build a response: {e:#}")))
 }
 
+/// An answer on its way back to the client, in request order.
+enum Outgoing {
+    Bytes(Bytes),
+    /// Swallowed (acks=0 while mirroring) or already streamed.
+    Nothing,
+    /// Waits for the mirror cluster (sync mode).
+    Mirrored(Box<produce::Submitted>),
+}
+
 async fn return_responses(
     connection: &Connection,
     upstream_read: OwnedReadHalf,
@@ -350,34 +360,141 @@ async fn return_responses(
     // until the request side ends: the primary has acknowledged what they
     // carry, and their mirror work must not be dropped with the client.
     let mut client_gone: Option<std::io::Error> = None;
+    // Answers read but not yet passed on: while the first waits for the
+    // mirror, the answers behind it are read and their mirror work handed
+    // over, so that a sync wait on this connection never holds back the
+    // mirroring of what the primary acknowledged after it.
+    let mut held: VecDeque<Outgoing> = VecDeque::new();
+    let mut current: Option<Pending> = None;
+    let mut closed = false;
     loop {
-        let entry = match pending.try_recv() {
-            Ok(entry) => entry,
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if client_gone.is_none() {
-                    if let Err(e) = client.flush().await {
-                        client_gone = Some(e);
-                    }
-                }
-                match pending.recv().await {
-                    Some(entry) => entry,
-                    None => break,
+        while held.front().is_some_and(|o| match o {
+            Outgoing::Mirrored(s) => s.is_settled(),
+            _ => true,
+        }) {
+            let out = match held.pop_front().expect("front exists") {
+                Outgoing::Bytes(bytes) => Some(bytes),
+                Outgoing::Nothing => None,
+                Outgoing::Mirrored(submitted) => submitted.finish(shared, connection.cluster)?,
+            };
+            if let (Some(out), None) = (out, &client_gone) {
+                shared.metrics.bytes_out.increment(out.len() as u64);
+                if let Err(e) = client.write_all(&out).await {
+                    client_gone = Some(e);
                 }
             }
+        }
+        if held.is_empty() {
+            let entry = match current.take() {
+                Some(entry) => entry,
+                None if closed => break,
+                None => match pending.try_recv() {
+                    Ok(entry) => entry,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if client_gone.is_none() {
+                            if let Err(e) = client.flush().await {
+                                client_gone = Some(e);
+                            }
+                        }
+                        match pending.recv().await {
+                            Some(entry) => entry,
+                            None => break,
+                        }
+                    }
+                },
+            };
+            // Nothing is held: the answer may go straight to the client.
+            let writer = if client_gone.is_none() {
+                Some(&mut client)
+            } else {
+                None
+            };
+            let outgoing = connection
+                .answer(entry, &mut reader, writer, request_timeout)
+                .await?;
+            held.push_back(outgoing);
+            continue;
+        }
+        // The first held answer waits for the mirror: read ahead.
+        if client_gone.is_none() {
+            if let Err(e) = client.flush().await {
+                client_gone = Some(e);
+            }
+        }
+        let Some(Outgoing::Mirrored(head)) = held.front_mut() else {
+            unreachable!("only mirrored answers are held unsettled");
         };
-        let writer = if client_gone.is_none() {
-            Some(&mut client)
-        } else {
-            None
-        };
-        let out = match entry {
-            Pending::Local(bytes) => bytes,
+        match current.take() {
+            None if closed => head.settle().await,
+            None => tokio::select! {
+                _ = head.settle() => {}
+                entry = pending.recv() => match entry {
+                    Some(entry) => current = Some(entry),
+                    None => closed = true,
+                },
+            },
+            Some(Pending::Local(bytes)) => held.push_back(Outgoing::Bytes(bytes)),
+            Some(entry) => {
+                let deadline = entry.deadline(request_timeout);
+                let buffered = tokio::select! {
+                    _ = head.settle() => None,
+                    filled = tokio::time::timeout_at(deadline.into(), reader.fill_frame()) => Some(filled),
+                };
+                match buffered {
+                    // A whole answer is buffered (taking it cannot wait on
+                    // the broker, and nothing is written to the client
+                    // yet), or the read failed or ran out of time, which
+                    // taking it reports.
+                    Some(_) => {
+                        let outgoing = connection
+                            .answer(entry, &mut reader, None, request_timeout)
+                            .await?;
+                        held.push_back(outgoing);
+                    }
+                    None => current = Some(entry),
+                }
+            }
+        }
+    }
+    match client_gone {
+        Some(e) => Err(SessionError::ClientIo(e)),
+        None => client.flush().await.map_err(SessionError::ClientIo),
+    }
+}
+
+impl Pending {
+    /// When the answer to this entry is due.
+    fn deadline(&self, request_timeout: Duration) -> Instant {
+        match self {
+            Pending::Upstream {
+                sent_at, held_for, ..
+            } => *sent_at + request_timeout + *held_for,
+            Pending::RawToken { sent_at } => *sent_at + request_timeout,
+            Pending::Local(_) => Instant::now(),
+        }
+    }
+}
+
+impl Connection {
+    /// Reads the answer to `entry` and makes it ready for the client. With
+    /// a `writer`, a large untouched answer is streamed straight to the
+    /// client (only when nothing is held before it).
+    async fn answer(
+        &self,
+        entry: Pending,
+        reader: &mut ResponseReader,
+        writer: Option<&mut BufWriter<OwnedWriteHalf>>,
+        request_timeout: Duration,
+    ) -> Result<Outgoing, SessionError> {
+        let shared = &self.shared;
+        match entry {
+            Pending::Local(bytes) => Ok(Outgoing::Bytes(bytes)),
             Pending::RawToken { sent_at } => {
                 // Bare SASL tokens carry no correlation id and are small.
-                let next = connection
+                let next = self
                     .next_response(
-                        &mut reader,
+                        reader,
                         writer,
                         sent_at,
                         request_timeout,
@@ -385,13 +502,13 @@ async fn return_responses(
                         false,
                     )
                     .await?;
-                match next {
-                    Next::Frame(frame) => frame.wire_bytes().clone(),
+                Ok(match next {
+                    Next::Frame(frame) => Outgoing::Bytes(frame.wire_bytes().clone()),
                     Next::Streamed(bytes) => {
                         shared.metrics.bytes_out.increment(bytes as u64);
-                        continue;
+                        Outgoing::Nothing
                     }
-                }
+                })
             }
             Pending::Upstream {
                 header,
@@ -403,9 +520,9 @@ async fn return_responses(
                 let untouched = rewrite.is_none()
                     && mirror.is_none()
                     && header.api_key != ApiKey::SaslHandshake;
-                let next = connection
+                let next = self
                     .next_response(
-                        &mut reader,
+                        reader,
                         writer,
                         sent_at,
                         request_timeout + held_for,
@@ -420,61 +537,41 @@ async fn return_responses(
                     Next::Frame(frame) => frame,
                     Next::Streamed(bytes) => {
                         shared.metrics.bytes_out.increment(bytes as u64);
-                        continue;
+                        return Ok(Outgoing::Nothing);
                     }
                 };
                 if header.api_key == ApiKey::SaslHandshake
                     && header.api_version == 0
                     && handshake_succeeded(frame.payload())
                 {
-                    connection.sasl_raw.store(true, Ordering::Release);
+                    self.sasl_raw.store(true, Ordering::Release);
                 }
                 if let Some(work) = mirror {
-                    let swallow = work.swallow;
-                    match produce::complete(shared, &header, &frame, *work, connection.cluster)
-                        .await?
-                    {
-                        Some(answer) => answer,
-                        None if swallow => continue,
-                        None => frame.wire_bytes().clone(),
-                    }
-                } else {
-                    match rewrite {
-                        None => frame.wire_bytes().clone(),
-                        Some(kind) => {
-                            let view = shared.view(connection.cluster);
-                            match rewrite::rewrite_response(
-                                kind,
-                                header.api_version,
-                                frame.payload_bytes(),
-                                &view,
-                            ) {
-                                Ok(Some(rewritten)) => rewritten,
-                                Ok(None) => frame.wire_bytes().clone(),
-                                Err(e) => {
-                                    return Err(SessionError::Rewrite {
-                                        cluster: connection.cluster,
-                                        api: api_name(header.api_key),
-                                        version: header.api_version,
-                                        reason: e.to_string(),
-                                    })
-                                }
-                            }
-                        }
-                    }
+                    let submitted =
+                        produce::submit(shared, &header, frame, *work, self.cluster).await?;
+                    return Ok(Outgoing::Mirrored(Box::new(submitted)));
+                }
+                let Some(kind) = rewrite else {
+                    return Ok(Outgoing::Bytes(frame.wire_bytes().clone()));
+                };
+                let view = shared.view(self.cluster);
+                match rewrite::rewrite_response(
+                    kind,
+                    header.api_version,
+                    frame.payload_bytes(),
+                    &view,
+                ) {
+                    Ok(Some(rewritten)) => Ok(Outgoing::Bytes(rewritten)),
+                    Ok(None) => Ok(Outgoing::Bytes(frame.wire_bytes().clone())),
+                    Err(e) => Err(SessionError::Rewrite {
+                        cluster: self.cluster,
+                        api: api_name(header.api_key),
+                        version: header.api_version,
+                        reason: e.to_string(),
+                    }),
                 }
             }
-        };
-        if client_gone.is_none() {
-            shared.metrics.bytes_out.increment(out.len() as u64);
-            if let Err(e) = client.write_all(&out).await {
-                client_gone = Some(e);
-            }
         }
-    }
-    match client_gone {
-        Some(e) => Err(SessionError::ClientIo(e)),
-        None => client.flush().await.map_err(SessionError::ClientIo),
     }
 }
 
