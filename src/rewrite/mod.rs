@@ -189,6 +189,73 @@ pub(crate) fn decode_api_versions_body(
 }
 
 #[cfg(test)]
+mod tests {
+    use super::test_support::FakeContext;
+    use super::*;
+    use kafka_protocol::messages::find_coordinator_response::Coordinator;
+    use kafka_protocol::messages::BrokerId;
+
+    fn payload<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
+        let mut out = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(42)
+            .encode(&mut out, api.response_header_version(version))
+            .unwrap();
+        body.encode(&mut out, version).unwrap();
+        out.freeze()
+    }
+
+    #[test]
+    fn batched_find_coordinator_answers_are_rewritten_in_every_version() {
+        for version in 4..=6 {
+            let body =
+                FindCoordinatorResponse::default().with_coordinators(vec![Coordinator::default()
+                    .with_key(StrBytes::from_static_str("g"))
+                    .with_node_id(BrokerId(3))
+                    .with_host(StrBytes::from_static_str("10.0.0.3"))
+                    .with_port(9092)]);
+            let frame = rewrite_response(
+                ResponseRewrite::FindCoordinator,
+                version,
+                payload(ApiKey::FindCoordinator, version, &body),
+                &FakeContext::default(),
+            )
+            .unwrap()
+            .unwrap();
+            let mut rest = frame.slice(LENGTH_PREFIX..);
+            ResponseHeader::decode(&mut rest, 1).unwrap();
+            let out = FindCoordinatorResponse::decode(&mut rest, version).unwrap();
+            assert_eq!(out.coordinators[0].node_id, BrokerId(100), "v{version}");
+            assert_eq!(out.coordinators[0].host.as_str(), "127.0.0.1");
+        }
+    }
+
+    #[test]
+    fn a_tag_the_crate_would_drop_is_refused_not_sent_with_a_wrong_length() {
+        // Metadata v9 whose top-level tag section holds tag 2^31: the crate
+        // counts it when sizing but skips it when writing.
+        let bytes: &[u8] = &[
+            0, 0, 0, 0x2a, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0x80, 0x80, 0x80,
+            0x80, 0x08, 0,
+        ];
+        let result = rewrite_response(
+            ResponseRewrite::Metadata,
+            9,
+            Bytes::copy_from_slice(bytes),
+            &FakeContext::default(),
+        );
+        if let Ok(Some(frame)) = result {
+            let declared = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+            assert_eq!(
+                declared,
+                frame.len() - LENGTH_PREFIX,
+                "length prefix matches"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
     use std::cell::RefCell;
