@@ -60,7 +60,8 @@ pub struct Mirror {
     target: ClusterName,
     client: Arc<ClusterClient>,
     source: Arc<ClusterClient>,
-    mode: Mutex<MirrorMode>,
+    /// Read on every Produce: an atomic, not a lock.
+    mode: std::sync::atomic::AtomicU8,
     queues: Mutex<HashMap<(String, i32), mpsc::UnboundedSender<Submission>>>,
     /// Serialises InitProducerId calls; the map itself is `producer_map`.
     producers: tokio::sync::Mutex<Option<(i64, i16)>>,
@@ -111,7 +112,7 @@ impl Mirror {
             target: client.cluster(),
             client,
             source,
-            mode: Mutex::new(mode),
+            mode: std::sync::atomic::AtomicU8::new(mode_code(mode)),
             queues: Mutex::new(HashMap::new()),
             producers: tokio::sync::Mutex::new(None),
             producer_map,
@@ -185,11 +186,16 @@ impl Mirror {
     }
 
     pub fn mode(&self) -> MirrorMode {
-        *self.mode.lock().unwrap_or_else(|p| p.into_inner())
+        match self.mode.load(std::sync::atomic::Ordering::Acquire) {
+            1 => MirrorMode::Sync,
+            2 => MirrorMode::Async,
+            _ => MirrorMode::Off,
+        }
     }
 
     pub fn set_mode(&self, mode: MirrorMode) {
-        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
+        self.mode
+            .store(mode_code(mode), std::sync::atomic::Ordering::Release);
     }
 
     pub fn translation(&self) -> &TranslationTable {
@@ -334,6 +340,14 @@ impl Mirror {
                 self.target
             )),
         }
+    }
+}
+
+fn mode_code(mode: MirrorMode) -> u8 {
+    match mode {
+        MirrorMode::Off => 0,
+        MirrorMode::Sync => 1,
+        MirrorMode::Async => 2,
     }
 }
 
