@@ -6,7 +6,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use super::{decode_api_versions_body, ApiRanges, RewriteContext, RewriteError};
+use super::{decode_body, ApiRanges, RewriteContext, RewriteError};
 use crate::protocol::versions::proxy_versions;
 
 pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -19,7 +19,7 @@ pub fn error_code(body: &[u8]) -> Result<i16, RewriteError> {
 }
 
 pub fn decode(body: Bytes, version: i16) -> Result<ApiVersionsResponse, RewriteError> {
-    decode_api_versions_body(body, version)
+    decode_body(body, version)
 }
 
 pub fn ranges_of(response: &ApiVersionsResponse) -> ApiRanges {

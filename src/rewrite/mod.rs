@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, DescribeClusterResponse, FindCoordinatorResponse,
-    MetadataResponse, ProduceResponse, ResponseHeader,
+    ApiKey, DescribeClusterResponse, FindCoordinatorResponse, MetadataResponse, ProduceResponse,
+    ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, VersionRange};
 
@@ -140,7 +140,7 @@ pub fn rewrite_response(
     }
 }
 
-fn decode_body<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, RewriteError> {
+pub(crate) fn decode_body<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, RewriteError> {
     let message =
         M::decode(&mut body, version).map_err(|e| RewriteError::from_anyhow("response body", e))?;
     // Some brokers write an extra empty tag section; the re-encoded response
@@ -178,14 +178,6 @@ pub fn encode<M: Encodable>(
         )));
     }
     Ok(out.freeze())
-}
-
-/// Decoding helper shared by the api-versions rewrite.
-pub(crate) fn decode_api_versions_body(
-    body: Bytes,
-    version: i16,
-) -> Result<ApiVersionsResponse, RewriteError> {
-    decode_body(body, version)
 }
 
 #[cfg(test)]
