@@ -1,5 +1,6 @@
 //! The admin HTTP API: health, metrics and status.
 
+use crate::cutover::flip::{Direction, Outcome};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -30,6 +31,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/mirror", post(set_mirror))
+        .route("/flip", post(flip))
+        .route("/rollback", post(rollback))
+        .route("/finalize", post(finalize))
         .route("/readiness", get(readiness))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -115,6 +119,73 @@ async fn metrics() -> Response {
         .into_response()
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlipRequest {
+    /// Flip although readiness names reasons (offsets that do not
+    /// translate are then left uncommitted on the new primary).
+    #[serde(default)]
+    force: bool,
+}
+
+async fn flip(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    run_flip(shared, body, Direction::Flip).await
+}
+
+async fn rollback(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    run_flip(shared, body, Direction::Rollback).await
+}
+
+async fn run_flip(shared: Arc<Shared>, body: axum::body::Bytes, direction: Direction) -> Response {
+    let path = match direction {
+        Direction::Flip => "/flip",
+        Direction::Rollback => "/rollback",
+    };
+    let request: FlipRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        FlipRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("POST {path} takes no body or {{\"force\": true | false}}: {e}"),
+                )
+            }
+        }
+    };
+    // The flip runs to its end even when the caller hangs up: a half-done
+    // flip is never left behind.
+    let task =
+        tokio::spawn(
+            async move { crate::cutover::flip::run(&shared, direction, request.force).await },
+        );
+    match task.await {
+        Ok(report) => {
+            let status = match report.outcome {
+                Outcome::Flipped => StatusCode::OK,
+                Outcome::Refused => StatusCode::CONFLICT,
+                Outcome::Aborted => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, Json(report)).into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the flip task failed: {e}"),
+        ),
+    }
+}
+
+async fn finalize(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    if !body.iter().all(u8::is_ascii_whitespace) && &body[..] != b"{}" {
+        return error(StatusCode::BAD_REQUEST, "POST /finalize takes no body");
+    }
+    match crate::cutover::flip::finalize(&shared) {
+        Ok(route) => Json(serde_json::json!({ "route": route, "finalized": true })).into_response(),
+        Err(message) => error(StatusCode::CONFLICT, &message),
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MirrorRequest {
@@ -149,7 +220,7 @@ struct MirrorPartition {
 }
 
 fn mirror_status(shared: &Shared) -> serde_json::Value {
-    let Some(mirror) = shared.mirror.as_ref() else {
+    let Some(mirror) = shared.mirror() else {
         return serde_json::Value::Null;
     };
     let live = mirror.status();
@@ -189,6 +260,7 @@ fn mirror_status(shared: &Shared) -> serde_json::Value {
 struct StatusBody {
     primary: ClusterName,
     mirror: crate::config::MirrorMode,
+    cutover: serde_json::Value,
     mirroring: serde_json::Value,
     /// Whether a flip would be lossless now, per group and partition.
     readiness: serde_json::Value,
@@ -240,6 +312,12 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let body = StatusBody {
         primary: shared.primary(),
         mirror: shared.route().mirror,
+        cutover: serde_json::json!({
+            "home": shared.config.route.primary,
+            "fenced": shared.signals.is_fenced(),
+            "last_flip": *shared.last_flip.lock().unwrap_or_else(|p| p.into_inner()),
+            "carried_offsets": shared.carried.snapshot(),
+        }),
         mirroring: mirror_status(&shared),
         readiness: readiness_value(&shared).await,
         virtual_cluster_id: shared.brokers.cluster_id().to_string(),

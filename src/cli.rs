@@ -152,3 +152,71 @@ pub async fn status(addr: &str, token: Option<&str>) -> anyhow::Result<()> {
     print!("{}", summarize_status(&json));
     Ok(())
 }
+
+/// A readable summary of a flip or rollback report.
+pub fn summarize_flip(json: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let mut out = format!(
+        "{} {} -> {}: {} in {} ms (clients held {} ms)\n",
+        text(&json["direction"]),
+        text(&json["from"]),
+        text(&json["to"]),
+        text(&json["outcome"]),
+        json["duration_ms"],
+        json["fenced_ms"],
+    );
+    for step in json["steps"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:<8} {:>6} ms  {}\n",
+            text(&step["step"]),
+            step["ms"],
+            text(&step["detail"])
+        ));
+    }
+    for group in json["groups"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  group {}: {} offsets committed, {} carried by switchyard\n",
+            text(&group["group"]),
+            group["committed"],
+            group["carried"]
+        ));
+        for p in group["untranslatable"].as_array().into_iter().flatten() {
+            out.push_str(&format!("    - not moved: {}\n", text(p)));
+        }
+    }
+    for reason in json["reasons"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  - {}\n", text(reason)));
+    }
+    out
+}
+
+/// `switchyard flip` and `switchyard rollback`: run it, print the report;
+/// an error unless clients moved.
+pub async fn flip(addr: &str, token: Option<&str>, path: &str, force: bool) -> anyhow::Result<()> {
+    let body = if force { r#"{"force": true}"# } else { "" };
+    let (status, body) = admin_request(addr, "POST", path, token, body).await?;
+    let json: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("POST {path} answered {status} without JSON: {body}"))?;
+    if json.get("outcome").is_none() {
+        bail!("POST {path} answered {status}: {}", json["error"]);
+    }
+    print!("{}", summarize_flip(&json));
+    if status != 200 {
+        bail!("clients did not move ({})", json["outcome"]);
+    }
+    Ok(())
+}
+
+/// `switchyard finalize`: stop mirroring after a flip.
+pub async fn finalize(addr: &str, token: Option<&str>) -> anyhow::Result<()> {
+    let (status, body) = admin_request(addr, "POST", "/finalize", token, "").await?;
+    if status != 200 {
+        bail!("POST /finalize answered {status}: {body}");
+    }
+    println!("finalized: mirroring is off; clients stay on the current primary");
+    Ok(())
+}

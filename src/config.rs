@@ -28,6 +28,47 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub mirror: MirrorConfig,
+    #[serde(default)]
+    pub cutover: CutoverConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverConfig {
+    /// The whole flip must finish within this; otherwise it is aborted and
+    /// clients stay on the cluster they were on.
+    #[serde(default = "default_flip_deadline_ms")]
+    pub deadline_ms: u64,
+    /// How long a Produce or JoinGroup is held while the flip runs; past it
+    /// the client gets a retriable error.
+    #[serde(default = "default_fence_hold_ms")]
+    pub fence_hold_ms: u64,
+    /// How long the flip waits for consumer group members to stop
+    /// consuming (they are told to rejoin and commit on revocation).
+    #[serde(default = "default_group_wait_ms")]
+    pub group_wait_ms: u64,
+}
+
+fn default_flip_deadline_ms() -> u64 {
+    30_000
+}
+
+fn default_fence_hold_ms() -> u64 {
+    20_000
+}
+
+fn default_group_wait_ms() -> u64 {
+    8_000
+}
+
+impl Default for CutoverConfig {
+    fn default() -> Self {
+        CutoverConfig {
+            deadline_ms: default_flip_deadline_ms(),
+            fence_hold_ms: default_fence_hold_ms(),
+            group_wait_ms: default_group_wait_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -371,6 +412,16 @@ impl Config {
                 format!(
                     "{} must be greater than mirror.sync_timeout_ms ({})",
                     self.mirror.gap_timeout_ms, self.mirror.sync_timeout_ms
+                ),
+            ));
+        }
+        let cutover = &self.cutover;
+        if cutover.group_wait_ms >= cutover.deadline_ms || cutover.fence_hold_ms == 0 {
+            return Err(invalid(
+                "cutover",
+                format!(
+                    "group_wait_ms ({}) must be less than deadline_ms ({}), and fence_hold_ms greater than zero",
+                    cutover.group_wait_ms, cutover.deadline_ms
                 ),
             ));
         }

@@ -31,15 +31,30 @@ enum Command {
     /// Print a running switchyard's state: route, virtual brokers, mirror
     /// lag, and whether a flip would be lossless now.
     Status {
-        /// The configuration of the switchyard to ask (admin address and token).
-        #[arg(long, default_value = "proxy.toml", conflicts_with = "admin")]
-        config: PathBuf,
-        /// The admin address to ask instead, host:port.
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+    /// Move every client from the configured primary to the other cluster:
+    /// fence, drain, settle offsets, switch, unfence.
+    Flip {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// Flip although readiness names reasons.
         #[arg(long)]
-        admin: Option<String>,
-        /// Bearer token, when not read from the configuration.
-        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
-        token: Option<String>,
+        force: bool,
+    },
+    /// Move every client back to the configured primary.
+    Rollback {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// Roll back although readiness names reasons.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop mirroring after a flip, once the new primary is trusted.
+    Finalize {
+        #[command(flatten)]
+        admin: AdminTarget,
     },
     /// Two in-process clusters, live traffic through switchyard, and an
     /// integrity report.
@@ -48,6 +63,32 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         records: usize,
     },
+}
+
+/// Which running switchyard an operator command talks to.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// The configuration of the switchyard to ask (admin address and token).
+    #[arg(long, default_value = "proxy.toml", conflicts_with = "admin")]
+    config: PathBuf,
+    /// The admin address to ask instead, host:port.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Bearer token, when not read from the configuration.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+    token: Option<String>,
+}
+
+impl AdminTarget {
+    fn resolve(self) -> anyhow::Result<(String, Option<String>)> {
+        Ok(match self.admin {
+            Some(addr) => (addr, self.token),
+            None => {
+                let config = Config::load(&self.config)?;
+                (config.admin.listen, self.token.or(config.admin.token))
+            }
+        })
+    }
 }
 
 fn init_logging() {
@@ -74,19 +115,21 @@ async fn main() -> anyhow::Result<()> {
             proxy.shutdown(grace).await;
             Ok(())
         }
-        Command::Status {
-            config,
-            admin,
-            token,
-        } => {
-            let (addr, token) = match admin {
-                Some(addr) => (addr, token),
-                None => {
-                    let config = Config::load(&config)?;
-                    (config.admin.listen, token.or(config.admin.token))
-                }
-            };
+        Command::Status { admin } => {
+            let (addr, token) = admin.resolve()?;
             switchyard::cli::status(&addr, token.as_deref()).await
+        }
+        Command::Flip { admin, force } => {
+            let (addr, token) = admin.resolve()?;
+            switchyard::cli::flip(&addr, token.as_deref(), "/flip", force).await
+        }
+        Command::Rollback { admin, force } => {
+            let (addr, token) = admin.resolve()?;
+            switchyard::cli::flip(&addr, token.as_deref(), "/rollback", force).await
+        }
+        Command::Finalize { admin } => {
+            let (addr, token) = admin.resolve()?;
+            switchyard::cli::finalize(&addr, token.as_deref()).await
         }
         #[cfg(feature = "demo")]
         Command::Demo { records } => {

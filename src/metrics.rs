@@ -24,6 +24,14 @@ pub const VIRTUAL_BROKERS: &str = "switchyard_virtual_brokers";
 pub const MIRROR_SYNC_TIMEOUTS: &str = "switchyard_mirror_sync_timeouts_total";
 pub const MIRROR_TRANSACTIONAL_REFUSED: &str = "switchyard_mirror_transactional_refused_total";
 
+pub const FLIPS_TOTAL: &str = "switchyard_flips_total";
+pub const FLIP_DURATION: &str = "switchyard_last_flip_duration_seconds";
+pub const PRIMARY: &str = "switchyard_primary_is_b";
+pub const FENCED_REQUESTS: &str = "switchyard_fenced_requests_total";
+pub const STALE_MEMBER_REQUESTS: &str = "switchyard_stale_member_requests_total";
+pub const RESTAMPED_BATCHES: &str = "switchyard_restamped_batches_total";
+pub const CARRIED_OFFSETS_SERVED: &str = "switchyard_carried_offsets_served_total";
+
 pub const MIRROR_LAG_RECORDS: &str = "switchyard_mirror_lag_records";
 pub const MIRROR_LAG_BYTES: &str = "switchyard_mirror_lag_bytes";
 pub const MIRROR_BATCHES: &str = "switchyard_mirror_batches_total";
@@ -89,6 +97,18 @@ pub struct Metrics {
     pub virtual_brokers: Gauge,
     pub mirror_sync_timeouts: Counter,
     pub mirror_transactional_refused: Counter,
+    /// Produce and JoinGroup requests held while a flip ran.
+    pub fenced_requests: Counter,
+    /// Group requests from members of the previous primary, answered
+    /// UNKNOWN_MEMBER_ID so they rejoin.
+    pub stale_member_requests: Counter,
+    /// Client batches restamped with the producer id that stands for the
+    /// client's on the current primary.
+    pub restamped_batches: Counter,
+    /// Committed offsets answered from the ones carried over by a flip.
+    pub carried_offsets_served: Counter,
+    pub primary_is_b: Gauge,
+    pub last_flip_duration: Gauge,
 }
 
 impl Metrics {
@@ -112,6 +132,12 @@ impl Metrics {
             virtual_brokers: gauge!(VIRTUAL_BROKERS),
             mirror_sync_timeouts: counter!(MIRROR_SYNC_TIMEOUTS),
             mirror_transactional_refused: counter!(MIRROR_TRANSACTIONAL_REFUSED),
+            fenced_requests: counter!(FENCED_REQUESTS),
+            stale_member_requests: counter!(STALE_MEMBER_REQUESTS),
+            restamped_batches: counter!(RESTAMPED_BATCHES),
+            carried_offsets_served: counter!(CARRIED_OFFSETS_SERVED),
+            primary_is_b: gauge!(PRIMARY),
+            last_flip_duration: gauge!(FLIP_DURATION),
         }
     }
 
@@ -121,6 +147,10 @@ impl Metrics {
 
     pub fn upstream_error(&self, cluster: ClusterName, reason: &'static str) {
         counter!(UPSTREAM_ERRORS, "cluster" => cluster.as_str(), "reason" => reason).increment(1);
+    }
+
+    pub fn flip(&self, outcome: &'static str) {
+        counter!(FLIPS_TOTAL, "outcome" => outcome).increment(1);
     }
 
     pub fn client_error(&self, reason: &'static str) {

@@ -1,12 +1,291 @@
-//! The cutover: which consumer groups switchyard has seen, and whether a
-//! flip to the mirror cluster would be lossless for them now.
+//! The cutover: which consumer groups and members switchyard has seen,
+//! whether a flip to the mirror cluster would be lossless for them now, and
+//! the state a flip changes (route, fence, offsets carried over).
 
+pub mod flip;
 pub mod readiness;
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterName;
 use crate::state::{StateDir, StateError};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where new connections go, the token their sessions end on when the
+/// primary moves, the fence, and the Produce requests in flight.
+pub struct RouteSignals {
+    bound: Mutex<(ClusterName, CancellationToken)>,
+    fenced: watch::Sender<bool>,
+    in_flight: [Arc<AtomicI64>; 2],
+}
+
+/// A Produce request forwarded to a cluster and not yet answered; the flip's
+/// drain waits for these to end.
+pub struct InFlight(Arc<AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn slot(cluster: ClusterName) -> usize {
+    match cluster {
+        ClusterName::A => 0,
+        ClusterName::B => 1,
+    }
+}
+
+impl RouteSignals {
+    pub fn new(primary: ClusterName) -> RouteSignals {
+        RouteSignals {
+            bound: Mutex::new((primary, CancellationToken::new())),
+            fenced: watch::channel(false).0,
+            in_flight: [Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0))],
+        }
+    }
+
+    pub fn primary(&self) -> ClusterName {
+        lock(&self.bound).0
+    }
+
+    /// The primary for a new session, and a token cancelled when it stops
+    /// being the primary.
+    pub fn bind(&self) -> (ClusterName, CancellationToken) {
+        let bound = lock(&self.bound);
+        (bound.0, bound.1.clone())
+    }
+
+    /// Makes `to` the primary and ends the sessions bound to the old one.
+    pub fn switch(&self, to: ClusterName) {
+        let mut bound = lock(&self.bound);
+        if bound.0 == to {
+            return;
+        }
+        bound.1.cancel();
+        *bound = (to, CancellationToken::new());
+    }
+
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced.send_replace(fenced);
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        *self.fenced.borrow()
+    }
+
+    /// Resolves once the fence is lifted.
+    pub async fn unfenced(&self) {
+        let mut rx = self.fenced.subscribe();
+        let _ = rx.wait_for(|fenced| !fenced).await;
+    }
+
+    /// Counts a Produce request about to be forwarded to `cluster`, unless a
+    /// fence is up: then `None`, and nothing was counted. The count is taken
+    /// before the fence is read, and the flip raises the fence before
+    /// reading the count, so one of the two always sees the other.
+    pub fn enter(&self, cluster: ClusterName) -> Option<InFlight> {
+        let counter = &self.in_flight[slot(cluster)];
+        counter.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(counter.clone());
+        (!self.is_fenced()).then_some(guard)
+    }
+
+    pub fn in_flight(&self, cluster: ClusterName) -> i64 {
+        self.in_flight[slot(cluster)].load(Ordering::SeqCst)
+    }
+}
+
+/// A consumer group member as seen in its requests.
+#[derive(Debug, Clone)]
+struct Member {
+    group: String,
+    /// The cluster the member id belongs to.
+    cluster: ClusterName,
+    last_seen: Instant,
+    /// Its JoinGroup is being held by a fence.
+    parked: bool,
+}
+
+const MEMBERS_KEPT: usize = 100_000;
+
+/// Consumer group members seen in client traffic (member ids are issued by
+/// one cluster and mean nothing to the other).
+#[derive(Default)]
+pub struct Members {
+    members: Mutex<HashMap<String, Member>>,
+}
+
+impl Members {
+    /// Notes a request from `member` of `group` on `cluster`. A member id
+    /// keeps the cluster it was first seen on.
+    pub fn note(&self, group: &str, member: &str, cluster: ClusterName) {
+        if member.is_empty() {
+            return;
+        }
+        let mut members = lock(&self.members);
+        if members.len() >= MEMBERS_KEPT && !members.contains_key(member) {
+            let horizon = Instant::now() - Duration::from_secs(600);
+            members.retain(|_, m| m.last_seen > horizon);
+        }
+        let entry = members.entry(member.to_owned()).or_insert_with(|| Member {
+            group: group.to_owned(),
+            cluster,
+            last_seen: Instant::now(),
+            parked: false,
+        });
+        entry.last_seen = Instant::now();
+    }
+
+    /// The cluster `member` belongs to, when known.
+    pub fn cluster_of(&self, member: &str) -> Option<ClusterName> {
+        lock(&self.members).get(member).map(|m| m.cluster)
+    }
+
+    pub fn set_parked(&self, member: &str, parked: bool) {
+        if let Some(m) = lock(&self.members).get_mut(member) {
+            m.parked = parked;
+        }
+    }
+
+    pub fn left(&self, member: &str) {
+        lock(&self.members).remove(member);
+    }
+
+    /// Members of `cluster` seen since `since` that are still consuming
+    /// (not parked at the fence), as "group/member".
+    pub fn consuming(&self, cluster: ClusterName, since: Instant) -> Vec<String> {
+        lock(&self.members)
+            .iter()
+            .filter(|(_, m)| m.cluster == cluster && !m.parked && m.last_seen >= since)
+            .map(|(id, m)| format!("{}/{id}", m.group))
+            .collect()
+    }
+}
+
+const CARRIED_FILE: &str = "carried-offsets.json";
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct CarriedGroup {
+    cluster: Option<ClusterName>,
+    /// "topic/partition" → offset on `cluster`.
+    offsets: BTreeMap<String, i64>,
+}
+
+/// Committed offsets a flip carried over that the new primary did not take
+/// (a broker refuses an administrative commit while the group has
+/// members): OffsetFetch answers on that cluster carry them until the
+/// group commits the partition there itself.
+pub struct CarriedOffsets {
+    state: StateDir,
+    groups: Mutex<BTreeMap<String, CarriedGroup>>,
+}
+
+fn partition_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+impl CarriedOffsets {
+    pub fn open(state: StateDir) -> Result<CarriedOffsets, StateError> {
+        let groups = state.load(CARRIED_FILE)?.unwrap_or_default();
+        Ok(CarriedOffsets {
+            state,
+            groups: Mutex::new(groups),
+        })
+    }
+
+    fn persist(&self, groups: &BTreeMap<String, CarriedGroup>) {
+        if let Err(e) = self.state.store(CARRIED_FILE, groups) {
+            tracing::error!(error = %e, "cannot persist carried offsets");
+        }
+    }
+
+    /// Replaces what is carried for `group`.
+    pub fn set(&self, group: &str, cluster: ClusterName, offsets: &BTreeMap<(String, i32), i64>) {
+        let mut groups = lock(&self.groups);
+        if offsets.is_empty() {
+            groups.remove(group);
+        } else {
+            groups.insert(
+                group.to_owned(),
+                CarriedGroup {
+                    cluster: Some(cluster),
+                    offsets: offsets
+                        .iter()
+                        .map(|((t, p), o)| (partition_key(t, *p), *o))
+                        .collect(),
+                },
+            );
+        }
+        self.persist(&groups);
+    }
+
+    /// Whether anything is carried for any group on `cluster`.
+    pub fn any(&self, cluster: ClusterName) -> bool {
+        lock(&self.groups)
+            .values()
+            .any(|g| g.cluster == Some(cluster) && !g.offsets.is_empty())
+    }
+
+    /// Whether anything is carried for `group` on `cluster`.
+    pub fn has(&self, group: &str, cluster: ClusterName) -> bool {
+        lock(&self.groups)
+            .get(group)
+            .is_some_and(|g| g.cluster == Some(cluster) && !g.offsets.is_empty())
+    }
+
+    pub fn get(
+        &self,
+        group: &str,
+        cluster: ClusterName,
+        topic: &str,
+        partition: i32,
+    ) -> Option<i64> {
+        let groups = lock(&self.groups);
+        let g = groups.get(group)?;
+        if g.cluster != Some(cluster) {
+            return None;
+        }
+        g.offsets.get(&partition_key(topic, partition)).copied()
+    }
+
+    /// The group committed these partitions on `cluster` itself.
+    pub fn committed(&self, group: &str, cluster: ClusterName, partitions: &[(String, i32)]) {
+        let mut groups = lock(&self.groups);
+        let Some(g) = groups.get_mut(group) else {
+            return;
+        };
+        if g.cluster != Some(cluster) {
+            return;
+        }
+        let before = g.offsets.len();
+        for (topic, partition) in partitions {
+            g.offsets.remove(&partition_key(topic, *partition));
+        }
+        if g.offsets.len() != before {
+            if g.offsets.is_empty() {
+                groups.remove(group);
+            }
+            self.persist(&groups);
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, BTreeMap<String, i64>> {
+        lock(&self.groups)
+            .iter()
+            .map(|(g, c)| (g.clone(), c.offsets.clone()))
+            .collect()
+    }
+}
 
 const GROUPS_FILE: &str = "groups.json";
 
@@ -30,7 +309,7 @@ impl KnownGroups {
         if group.is_empty() {
             return;
         }
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = lock(&self.groups);
         if groups.insert(group.to_owned()) {
             tracing::info!(group, "consumer group seen");
             if let Err(e) = self.state.store(GROUPS_FILE, &*groups) {
@@ -40,12 +319,7 @@ impl KnownGroups {
     }
 
     pub fn all(&self) -> Vec<String> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        lock(&self.groups).iter().cloned().collect()
     }
 }
 

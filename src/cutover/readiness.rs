@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::config::MirrorMode;
 use crate::proxy::Shared;
-use crate::translate::Translated;
 
 #[derive(Debug, Serialize)]
 pub struct Readiness {
@@ -36,9 +35,30 @@ pub struct PartitionReadiness {
     pub reason: Option<String>,
 }
 
+impl Readiness {
+    /// Every reason, group ones prefixed with their group.
+    pub fn all_reasons(&self) -> Vec<String> {
+        let mut reasons = self.reasons.clone();
+        for group in &self.groups {
+            for reason in &group.reasons {
+                reasons.push(format!("group {}: {reason}", group.group));
+            }
+            for p in &group.partitions {
+                if let Some(reason) = &p.reason {
+                    reasons.push(format!(
+                        "group {}: {}-{}: {reason}",
+                        group.group, p.topic, p.partition
+                    ));
+                }
+            }
+        }
+        reasons
+    }
+}
+
 pub async fn readiness(shared: &Shared) -> Readiness {
     let mut reasons = Vec::new();
-    let Some(mirror) = shared.mirror.as_ref() else {
+    let Some(mirror) = shared.mirror() else {
         return Readiness {
             ready: false,
             reasons: vec!["no second cluster is configured ([clusters.b])".into()],
@@ -48,13 +68,18 @@ pub async fn readiness(shared: &Shared) -> Readiness {
     if mirror.mode() == MirrorMode::Off {
         reasons.push(format!("mirroring to cluster {} is off", mirror.target()));
     }
-    for ((topic, partition), status) in mirror.status() {
+    let status = mirror.status();
+    for ((topic, partition), status) in &status {
+        // Lag alone is traffic in flight, which the flip drains; lag that
+        // is not moving is a reason.
         if status.lag_records > 0 {
-            reasons.push(format!(
-                "{topic}-{partition}: {} records not yet in cluster {}",
-                status.lag_records,
-                mirror.target()
-            ));
+            if let Some(error) = &status.last_error {
+                reasons.push(format!(
+                    "{topic}-{partition}: {} records not yet in cluster {}: {error}",
+                    status.lag_records,
+                    mirror.target()
+                ));
+            }
         }
         if status.topic_missing {
             reasons.push(format!(
@@ -65,7 +90,7 @@ pub async fn readiness(shared: &Shared) -> Readiness {
     }
     let mut groups = Vec::new();
     for group in shared.groups.all() {
-        groups.push(group_readiness(shared, mirror, &group).await);
+        groups.push(group_readiness(shared, mirror, &group, &status).await);
     }
     Readiness {
         ready: reasons.is_empty() && groups.iter().all(|g| g.ready),
@@ -75,9 +100,10 @@ pub async fn readiness(shared: &Shared) -> Readiness {
 }
 
 async fn group_readiness(
-    _shared: &Shared,
+    shared: &Shared,
     mirror: &crate::mirror::Mirror,
     group: &str,
+    status: &std::collections::BTreeMap<(String, i32), crate::mirror::PartitionStatus>,
 ) -> GroupReadiness {
     let committed = match mirror.source().committed_offsets(group).await {
         Ok(committed) => committed,
@@ -90,38 +116,26 @@ async fn group_readiness(
             }
         }
     };
+    let from = mirror.source().cluster();
     let mut keys: Vec<_> = committed.into_iter().collect();
     keys.sort();
     let partitions: Vec<PartitionReadiness> = keys
         .into_iter()
         .map(|((topic, partition), offset)| {
-            let segments = mirror.translation().partition(&topic, partition);
-            let (translated, reason) = match segments {
-                None => (
-                    None,
-                    Some(format!(
-                        "nothing of {topic}-{partition} has been mirrored yet"
-                    )),
-                ),
-                Some(segments) => match segments.a_to_b(offset) {
-                    Translated::Offset(b) => (Some(b), None),
-                    Translated::End(b) if Some(offset) == segments.end_a() => (Some(b), None),
-                    Translated::End(_) => (
-                        None,
-                        Some(format!(
-                            "committed offset {offset} is beyond the last mirrored record ({})",
-                            segments.end_a().unwrap_or(-1) - 1
-                        )),
-                    ),
-                    Translated::BeforeFirst => (
-                        None,
-                        Some(format!(
-                            "committed offset {offset} lies before the first mirrored record ({})",
-                            segments.first_a().unwrap_or(-1)
-                        )),
-                    ),
-                },
-            };
+            let (translated, reason) =
+                match shared.translate_offset(from, &topic, partition, offset) {
+                    Ok(o) => (Some(o), None),
+                    // Consumed from the primary before the mirror confirmed
+                    // it: the drain catches up with it.
+                    Err(_)
+                        if status
+                            .get(&(topic.clone(), partition))
+                            .is_some_and(|s| s.lag_records > 0 && s.last_error.is_none()) =>
+                    {
+                        (None, None)
+                    }
+                    Err(reason) => (None, Some(reason)),
+                };
             PartitionReadiness {
                 ready: reason.is_none(),
                 topic,

@@ -168,7 +168,7 @@ fn compare_clusters(
     use crate::translate::Translated;
     let in_a = workload::read_cluster(&a.bootstrap_servers(), topic, partitions)?;
     let in_b = workload::read_cluster(&b.bootstrap_servers(), topic, partitions)?;
-    let mirror = proxy.shared().mirror.as_ref();
+    let mirror = proxy.shared().mirror();
     let mut identical = true;
     let mut total = 0;
     for partition in 0..partitions {

@@ -34,6 +34,7 @@ const INIT_PRODUCER_ID_VERSION: i16 = 1;
 const CREATE_TOPICS_VERSION: i16 = 4;
 const FIND_COORDINATOR_VERSION: i16 = 2;
 const OFFSET_FETCH_VERSION: i16 = 3;
+const OFFSET_COMMIT_VERSION: i16 = 2;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -498,24 +499,12 @@ impl ClusterClient {
         group: &str,
     ) -> Result<HashMap<(String, i32), i64>, ClientError> {
         let topics = self.list_topics().await?;
-        let find = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_string(group.to_owned()))
-            .with_key_type(0);
-        let coordinator: FindCoordinatorResponse = self
-            .call_any(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &find)
-            .await?;
+        let addr = self.coordinator(group).await?;
         let broker_error = |reason: String| ClientError::Broker {
             cluster: self.cluster,
-            addr: String::new(),
+            addr: addr.clone(),
             reason,
         };
-        if coordinator.error_code != 0 {
-            return Err(broker_error(format!(
-                "no coordinator for group {group}: error {}",
-                coordinator.error_code
-            )));
-        }
-        let addr = format!("{}:{}", coordinator.host, coordinator.port);
         // Every topic named explicitly: not every broker answers the
         // "all topics" form.
         let request = OffsetFetchRequest::default()
@@ -551,5 +540,77 @@ impl ClusterClient {
             }
         }
         Ok(offsets)
+    }
+
+    /// The address of a consumer group's coordinator.
+    async fn coordinator(&self, group: &str) -> Result<String, ClientError> {
+        let find = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_owned()))
+            .with_key_type(0);
+        let coordinator: FindCoordinatorResponse = self
+            .call_any(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &find)
+            .await?;
+        if coordinator.error_code != 0 {
+            return Err(ClientError::Broker {
+                cluster: self.cluster,
+                addr: String::new(),
+                reason: format!(
+                    "no coordinator for group {group}: error {}",
+                    coordinator.error_code
+                ),
+            });
+        }
+        Ok(format!("{}:{}", coordinator.host, coordinator.port))
+    }
+
+    /// Commits offsets for a group as an administrator would (no member,
+    /// generation -1): brokers take it while the group has no members.
+    /// Returns each partition's error code.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &std::collections::BTreeMap<(String, i32), i64>,
+    ) -> Result<Vec<((String, i32), i16)>, ClientError> {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+        if offsets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let addr = self.coordinator(group).await?;
+        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+        for ((topic, partition), offset) in offsets {
+            let entry = OffsetCommitRequestPartition::default()
+                .with_partition_index(*partition)
+                .with_committed_offset(*offset)
+                .with_committed_metadata(Some(StrBytes::from_static_str("switchyard flip")));
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partitions.push(entry),
+                None => topics.push(
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![entry]),
+                ),
+            }
+        }
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(StrBytes::default())
+            .with_retention_time_ms(-1)
+            .with_topics(topics);
+        let response: OffsetCommitResponse = self
+            .call_at(&addr, ApiKey::OffsetCommit, OFFSET_COMMIT_VERSION, &request)
+            .await?;
+        Ok(response
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| ((t.name.0.to_string(), p.partition_index), p.error_code))
+            })
+            .collect())
     }
 }

@@ -65,8 +65,18 @@ pub struct Mirror {
     queues: Mutex<HashMap<(String, i32), mpsc::UnboundedSender<Submission>>>,
     /// Serialises InitProducerId calls; the map itself is `producer_map`.
     producers: tokio::sync::Mutex<Option<(i64, i16)>>,
-    producer_map: producers::ProducerMap,
+    producer_map: Arc<producers::ProducerMap>,
+    /// The opposite direction's map: a batch restamped on the way into this
+    /// mirror's source goes back out under the client's own producer id.
+    inverse: Arc<producers::ProducerMap>,
+    /// Client producers the inverse route failed for (the cluster fenced or
+    /// forgot them): mirrored under a mapped id instead.
+    inverse_refused: Mutex<std::collections::HashSet<(i64, i16)>>,
     translation: Arc<TranslationTable>,
+    /// The opposite direction's table: records it wrote into this mirror's
+    /// source did not come from clients of the source, and their offsets
+    /// are no gap.
+    reverse: std::sync::OnceLock<Arc<TranslationTable>>,
     journal: Journal,
     status: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     gap_timeout: Duration,
@@ -77,6 +87,7 @@ pub struct Mirror {
 impl Mirror {
     /// Starts the mirror; batches journaled before a restart and not yet in
     /// the mirror cluster are queued again.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: Arc<ClusterClient>,
         client: Arc<ClusterClient>,
@@ -84,6 +95,8 @@ impl Mirror {
         state: &StateDir,
         gap_timeout: Duration,
         shutdown: CancellationToken,
+        producer_map: Arc<producers::ProducerMap>,
+        inverse: Arc<producers::ProducerMap>,
     ) -> std::io::Result<Arc<Mirror>> {
         // One set of files per direction of mirroring.
         let direction = format!("{}-to-{}", source.cluster(), client.cluster());
@@ -93,11 +106,6 @@ impl Mirror {
         )?);
         let journal_path = state.path().join(format!("mirror-journal-{direction}.log"));
         let journal_path = journal_path.as_path();
-        let producer_map = producers::ProducerMap::open(
-            state.clone(),
-            format!("mirror-producers-{direction}.json"),
-        )
-        .map_err(std::io::Error::other)?;
         let unmirrored: Vec<JournalEntry> = journal::replay(journal_path)?
             .into_iter()
             .filter(|e| {
@@ -116,7 +124,10 @@ impl Mirror {
             queues: Mutex::new(HashMap::new()),
             producers: tokio::sync::Mutex::new(None),
             producer_map,
+            inverse,
+            inverse_refused: Mutex::new(Default::default()),
             translation: translation.clone(),
+            reverse: std::sync::OnceLock::new(),
             journal,
             status: Mutex::new(BTreeMap::new()),
             gap_timeout,
@@ -181,6 +192,21 @@ impl Mirror {
         &self.source
     }
 
+    /// The client of the cluster mirrored into.
+    pub fn client(&self) -> &ClusterClient {
+        &self.client
+    }
+
+    /// Records acknowledged by the source and not yet in the target.
+    pub fn lag_records(&self) -> i64 {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|s| s.lag_records)
+            .sum()
+    }
+
     pub fn target(&self) -> ClusterName {
         self.target
     }
@@ -200,6 +226,21 @@ impl Mirror {
 
     pub fn translation(&self) -> &TranslationTable {
         &self.translation
+    }
+
+    /// Pairs two mirrors of opposite directions.
+    pub fn pair(one: &Mirror, other: &Mirror) {
+        let _ = one.reverse.set(other.translation.clone());
+        let _ = other.reverse.set(one.translation.clone());
+    }
+
+    /// Whether the source offsets `from..to` hold records the opposite
+    /// mirror wrote there.
+    fn written_by_reverse(&self, topic: &str, partition: i32, from: i64, to: i64) -> bool {
+        self.reverse
+            .get()
+            .and_then(|t| t.partition(topic, partition))
+            .is_some_and(|p| p.covers_b(from, to))
     }
 
     pub fn status(&self) -> BTreeMap<(String, i32), PartitionStatus> {
@@ -270,6 +311,27 @@ impl Mirror {
             }
         }
         rx
+    }
+
+    /// The map from client producers (of this mirror's source) to producer
+    /// ids of the mirror cluster.
+    pub fn producer_map(&self) -> &producers::ProducerMap {
+        &self.producer_map
+    }
+
+    /// When `key` is a producer id of the source that stands for a client
+    /// producer of the target (restamped by the proxy after a flip), that
+    /// client producer.
+    fn inverse_of(&self, key: (i64, i16)) -> Option<(i64, i16)> {
+        if self
+            .inverse_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return None;
+        }
+        self.inverse.client_for(key)
     }
 
     /// The mirror cluster's producer id standing for a client's (id, epoch);
@@ -420,7 +482,15 @@ impl PartitionWorker {
                     self.finish(submission, Ok(()), records);
                     continue;
                 }
-                if a_base > next && !self.wait_for_gap(&mut queue, next).await {
+                if a_base > next
+                    && self
+                        .mirror
+                        .written_by_reverse(&self.topic, self.partition, next, a_base)
+                {
+                    // Records mirrored in from the other cluster before a
+                    // flip back: they are there already.
+                    self.next_a = Some(a_base);
+                } else if a_base > next && !self.wait_for_gap(&mut queue, next).await {
                     let skipped = a_base - next;
                     tracing::warn!(topic = %self.topic, partition = self.partition, from = next, to = a_base,
                         "records in the primary that did not pass through switchyard");
@@ -601,13 +671,28 @@ impl PartitionWorker {
         header: &BatchHeader,
         client_producer: Option<(i64, i16)>,
     ) -> Result<Attempt, String> {
-        let (producer_id, epoch) = self
-            .mirror
-            .mirror_producer(client_producer)
-            .await
-            .map_err(|e| e.to_string())?;
-        let sequence = match client_producer {
-            Some(key) => {
+        // A batch the proxy restamped on its way into the source goes back
+        // out under the client's own producer id, continuing the sequences
+        // the target already holds from before the flip.
+        let inverse = client_producer.and_then(|key| self.mirror.inverse_of(key));
+        let (producer_id, epoch) = match inverse {
+            Some(original) => original,
+            None => self
+                .mirror
+                .mirror_producer(client_producer)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let sequence = match (client_producer, inverse) {
+            (_, Some(original)) => {
+                let first = self
+                    .mirror
+                    .inverse
+                    .known_first_sequence(original, &self.topic, self.partition)
+                    .unwrap_or(0);
+                header.base_sequence.wrapping_add(first)
+            }
+            (Some(key), None) => {
                 // A fresh mirror producer starts at sequence 0: shift by
                 // where this client producer started on this partition.
                 let first = self.mirror.producer_map.first_sequence(
@@ -618,7 +703,7 @@ impl PartitionWorker {
                 );
                 header.base_sequence.wrapping_sub(first)
             }
-            None => {
+            (None, None) => {
                 if self.own_producer != Some((producer_id, epoch)) {
                     self.own_producer = Some((producer_id, epoch));
                     self.own_sequence = 0;
@@ -649,6 +734,18 @@ impl PartitionWorker {
                 code @ (OUT_OF_ORDER_SEQUENCE | INVALID_PRODUCER_EPOCH | UNKNOWN_PRODUCER_ID),
                 _,
             )) => {
+                if let (Some(key), Some(_)) = (client_producer, inverse) {
+                    // The client's own id is not usable there any more: go
+                    // on under a mapped one.
+                    self.mirror
+                        .inverse_refused
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key);
+                    return Err(format!(
+                        "client producer id refused with error {code}; mapping it instead"
+                    ));
+                }
                 // The mirror cluster lost or fenced our producer state: start
                 // a new producer id whose sequences begin at this batch.
                 self.mirror.forget_producer(client_producer).await;

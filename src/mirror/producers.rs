@@ -52,6 +52,11 @@ pub struct ProducerMap {
     maps: Mutex<Maps>,
 }
 
+/// The file holding the map of mirroring from `source` into `target`.
+pub fn file_name(source: crate::config::ClusterName, target: crate::config::ClusterName) -> String {
+    format!("mirror-producers-{source}-to-{target}.json")
+}
+
 impl ProducerMap {
     pub fn open(state: StateDir, file: String) -> Result<ProducerMap, StateError> {
         let stored: ProducerFile = state.load(&file)?.unwrap_or_default();
@@ -145,6 +150,29 @@ impl ProducerMap {
         maps.first.insert(key, candidate);
         self.persist(&maps);
         candidate
+    }
+
+    /// The client producer a mirror producer stands for: the inverse of
+    /// [`ProducerMap::mapped`].
+    pub fn client_for(&self, mirror: (i64, i16)) -> Option<ClientProducer> {
+        self.lock()
+            .mapped
+            .iter()
+            .find(|(_, &m)| m == mirror)
+            .map(|(&client, _)| client)
+    }
+
+    /// Where `client`'s sequences started on this partition, if known.
+    pub fn known_first_sequence(
+        &self,
+        client: ClientProducer,
+        topic: &str,
+        partition: i32,
+    ) -> Option<i32> {
+        self.lock()
+            .first
+            .get(&(client, topic.to_owned(), partition))
+            .copied()
     }
 
     pub fn len(&self) -> usize {

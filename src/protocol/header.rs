@@ -391,6 +391,160 @@ pub fn join_group_wait_ms(payload: &[u8], header: &RequestHeaderPeek) -> Result<
         .ok_or_else(|| malformed("no rebalance timeout"))
 }
 
+/// The group and member a group request speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRequest {
+    pub group: String,
+    /// Empty when the request names no member (a first JoinGroup, or an
+    /// OffsetCommit v0).
+    pub member: String,
+}
+
+/// Group id and member id of JoinGroup, SyncGroup, Heartbeat, OffsetCommit,
+/// LeaveGroup and OffsetFetch (v0-7) requests; `None` for other requests.
+pub fn group_member(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<Option<GroupRequest>, PeekError> {
+    enum Layout {
+        Join,
+        GenerationMember,
+        Member,
+        Members,
+        GroupOnly,
+    }
+    let v = header.api_version;
+    let (flexible, layout) = match header.api_key {
+        ApiKey::JoinGroup => (v >= 6, Layout::Join),
+        ApiKey::SyncGroup => (v >= 4, Layout::GenerationMember),
+        ApiKey::Heartbeat => (v >= 4, Layout::GenerationMember),
+        ApiKey::OffsetCommit if v >= 1 => (v >= 8, Layout::GenerationMember),
+        ApiKey::OffsetCommit => (false, Layout::GroupOnly),
+        ApiKey::LeaveGroup if v >= 3 => (v >= 4, Layout::Members),
+        ApiKey::LeaveGroup => (false, Layout::Member),
+        ApiKey::OffsetFetch if v < 8 => (v >= 6, Layout::GroupOnly),
+        _ => return Ok(None),
+    };
+    let malformed = |reason| PeekError::MalformedBody {
+        api: header.api_key,
+        version: v,
+        reason,
+    };
+    let mut c = Cursor::new(payload, header.body_offset);
+    let string = |c: &mut Cursor<'_>| -> Result<String, PeekError> {
+        let s = if flexible {
+            c.compact_nullable_string()
+        } else {
+            c.nullable_string()
+        };
+        let s = s.ok_or_else(|| malformed("a string runs past the frame"))?;
+        Ok(s.map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default())
+    };
+    let group = string(&mut c)?;
+    let member = match layout {
+        Layout::Join => {
+            c.i32().ok_or_else(|| malformed("no session timeout"))?;
+            if v >= 1 {
+                c.i32().ok_or_else(|| malformed("no rebalance timeout"))?;
+            }
+            string(&mut c)?
+        }
+        Layout::GenerationMember => {
+            c.i32().ok_or_else(|| malformed("no generation id"))?;
+            string(&mut c)?
+        }
+        Layout::Member => string(&mut c)?,
+        Layout::Members => {
+            let count = c
+                .array_len(flexible)
+                .ok_or_else(|| malformed("member count is wrong for the frame"))?
+                .unwrap_or(0);
+            if count > 0 {
+                string(&mut c)?
+            } else {
+                String::new()
+            }
+        }
+        Layout::GroupOnly => String::new(),
+    };
+    Ok(Some(GroupRequest { group, member }))
+}
+
+/// The partitions an OffsetCommit request commits, by topic.
+pub fn offset_commit_partitions(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<Vec<(String, Vec<i32>)>, PeekError> {
+    let v = header.api_version;
+    let flexible = v >= 8;
+    let malformed = |reason| PeekError::MalformedBody {
+        api: ApiKey::OffsetCommit,
+        version: v,
+        reason,
+    };
+    let mut c = Cursor::new(payload, header.body_offset);
+    let skip_string = |c: &mut Cursor<'_>| {
+        if flexible {
+            c.skip_compact_string()
+        } else {
+            c.skip_nullable_string()
+        }
+    };
+    skip_string(&mut c).ok_or_else(|| malformed("group id runs past the frame"))?;
+    if v >= 1 {
+        c.i32().ok_or_else(|| malformed("no generation id"))?;
+        skip_string(&mut c).ok_or_else(|| malformed("member id runs past the frame"))?;
+    }
+    if v >= 7 {
+        skip_string(&mut c).ok_or_else(|| malformed("instance id runs past the frame"))?;
+    }
+    if (2..=4).contains(&v) {
+        c.take(8).ok_or_else(|| malformed("no retention time"))?;
+    }
+    let topics = c
+        .array_len(flexible)
+        .ok_or_else(|| malformed("topic count is wrong for the frame"))?
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for _ in 0..topics {
+        let name = if flexible {
+            c.compact_nullable_string()
+        } else {
+            c.nullable_string()
+        }
+        .ok_or_else(|| malformed("topic name runs past the frame"))?
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+        let count = c
+            .array_len(flexible)
+            .ok_or_else(|| malformed("partition count is wrong for the frame"))?
+            .unwrap_or(0);
+        let mut partitions = Vec::new();
+        for _ in 0..count {
+            partitions.push(c.i32().ok_or_else(|| malformed("no partition index"))?);
+            c.take(8).ok_or_else(|| malformed("no committed offset"))?;
+            if v >= 6 {
+                c.i32().ok_or_else(|| malformed("no leader epoch"))?;
+            }
+            if v == 1 {
+                c.take(8).ok_or_else(|| malformed("no commit timestamp"))?;
+            }
+            skip_string(&mut c).ok_or_else(|| malformed("metadata runs past the frame"))?;
+            if flexible {
+                c.skip_tagged_fields()
+                    .ok_or_else(|| malformed("partition tags run past the frame"))?;
+            }
+        }
+        if flexible {
+            c.skip_tagged_fields()
+                .ok_or_else(|| malformed("topic tags run past the frame"))?;
+        }
+        out.push((name, partitions));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Listeners, client sessions and upstream connections.
 
 pub mod brokers;
+mod groups;
 mod produce;
 mod responses;
 mod session;
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ClusterName, Config, MirrorMode};
 use crate::metrics::Metrics;
 use crate::mirror::client::ClusterClient;
+use crate::mirror::producers::{file_name, ProducerMap};
 use crate::mirror::Mirror;
 use crate::rewrite::{Advertised, ApiRanges, RewriteContext};
 use crate::state::{StateDir, StateError};
@@ -61,12 +63,21 @@ pub struct Shared {
     pub config: Config,
     pub brokers: BrokerRegistry,
     pub metrics: Metrics,
-    /// Present when a second cluster is configured.
-    pub mirror: Option<Arc<Mirror>>,
+    /// One mirror per direction, keyed by the cluster mirrored from; present
+    /// when a second cluster is configured. Only the primary's mirrors.
+    mirrors: HashMap<ClusterName, Arc<Mirror>>,
     /// Consumer groups seen in client traffic.
     pub groups: crate::cutover::KnownGroups,
+    /// Consumer group members seen in client traffic.
+    pub members: crate::cutover::Members,
+    /// Committed offsets a flip carried over.
+    pub carried: crate::cutover::CarriedOffsets,
+    /// The primary, the fence and the Produce requests in flight.
+    pub signals: crate::cutover::RouteSignals,
+    /// One flip at a time.
+    pub(crate) flip_lock: tokio::sync::Mutex<()>,
+    pub(crate) last_flip: std::sync::Mutex<Option<crate::cutover::flip::FlipReport>>,
     state: StateDir,
-    primary: RwLock<ClusterName>,
     versions: RwLock<HashMap<ClusterName, ApiRanges>>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
@@ -75,30 +86,111 @@ pub struct Shared {
 
 impl Shared {
     pub fn primary(&self) -> ClusterName {
-        *self.primary.read().unwrap_or_else(|p| p.into_inner())
+        self.signals.primary()
+    }
+
+    /// The mirror out of the current primary.
+    pub fn mirror(&self) -> Option<&Arc<Mirror>> {
+        self.mirrors.get(&self.primary())
+    }
+
+    /// The mirror out of `source`.
+    pub fn mirror_from(&self, source: ClusterName) -> Option<&Arc<Mirror>> {
+        self.mirrors.get(&source)
     }
 
     pub fn route(&self) -> Route {
         Route {
             primary: self.primary(),
-            mirror: self.mirror.as_ref().map_or(MirrorMode::Off, |m| m.mode()),
+            mirror: self.mirror().map_or(MirrorMode::Off, |m| m.mode()),
         }
+    }
+
+    pub(crate) fn store_route(&self, route: &Route) -> Result<(), StateError> {
+        self.state.store(ROUTE_FILE, route)
     }
 
     /// Switches mirror mode and persists the route.
     pub fn set_mirror_mode(&self, mode: MirrorMode) -> Result<Route, String> {
-        let Some(mirror) = self.mirror.as_ref() else {
+        let Some(mirror) = self.mirror() else {
             return Err("mirroring needs [clusters.b] in the configuration".into());
         };
         let before = mirror.mode();
         mirror.set_mode(mode);
         let route = self.route();
-        if let Err(e) = self.state.store(ROUTE_FILE, &route) {
+        if let Err(e) = self.store_route(&route) {
             mirror.set_mode(before);
             return Err(format!("cannot persist the route: {e}"));
         }
         tracing::info!(from = ?before, to = ?mode, target = %mirror.target(), "mirror mode changed");
         Ok(route)
+    }
+
+    /// Translates a committed offset of `topic`-`partition` in `from` to the
+    /// offset in the other cluster where a reader resumes without skipping
+    /// a record: through the records mirrored out of `from`, or back
+    /// through those mirrored into it.
+    pub fn translate_offset(
+        &self,
+        from: ClusterName,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, String> {
+        use crate::translate::Translated;
+        let forward = self
+            .mirror_from(from)
+            .and_then(|m| m.translation().partition(topic, partition));
+        let back = self
+            .mirror_from(from.other())
+            .and_then(|m| m.translation().partition(topic, partition));
+        // A record mirrored either way translates exactly.
+        if let Some(Translated::Offset(o)) = forward
+            .as_ref()
+            .filter(|f| f.contains_a(offset))
+            .map(|f| f.a_to_b(offset))
+        {
+            return Ok(o);
+        }
+        if let Some(Translated::Offset(o)) = back
+            .as_ref()
+            .filter(|b| b.contains_b(offset))
+            .map(|b| b.b_to_a(offset))
+        {
+            return Ok(o);
+        }
+        let mut end = None;
+        if let Some(f) = &forward {
+            match f.a_to_b(offset) {
+                Translated::Offset(o) => return Ok(o),
+                Translated::End(o) if Some(offset) == f.end_a() => end = Some(o),
+                _ => {}
+            }
+        }
+        if let Some(b) = &back {
+            match b.b_to_a(offset) {
+                Translated::Offset(o) => return Ok(o),
+                Translated::End(o) if Some(offset) == b.end_b() => {
+                    end = Some(end.map_or(o, |e: i64| e.max(o)))
+                }
+                _ => {}
+            }
+        }
+        if let Some(o) = end {
+            return Ok(o);
+        }
+        let first = forward.as_ref().and_then(|f| f.first_a());
+        let last = forward.as_ref().and_then(|f| f.end_a());
+        Err(match (first, last) {
+            (Some(first), _) if offset < first => {
+                format!("committed offset {offset} lies before the first mirrored record ({first})")
+            }
+            (_, Some(end)) if offset > end => format!(
+                "committed offset {offset} is beyond the last mirrored record ({})",
+                end - 1
+            ),
+            _ => format!("nothing of {topic}-{partition} has been mirrored yet"),
+        })
     }
 
     pub fn learn_versions(&self, cluster: ClusterName, ranges: &ApiRanges) {
@@ -223,36 +315,50 @@ impl Proxy {
             mirror: config.route.mirror,
         });
         let shutdown = CancellationToken::new();
-        let mirror = match config.cluster(route.primary.other()) {
-            Some(target) => {
-                let timeout = config.upstream.request_timeout();
-                let source_config = config
-                    .cluster(route.primary)
-                    .expect("primary is configured");
-                let source = Arc::new(ClusterClient::new(
-                    route.primary,
-                    source_config.bootstrap_addrs(),
+        let mut mirrors = HashMap::new();
+        if let (Some(a), Some(b)) = (
+            config.cluster(ClusterName::A),
+            config.cluster(ClusterName::B),
+        ) {
+            let timeout = config.upstream.request_timeout();
+            let clients = [
+                Arc::new(ClusterClient::new(
+                    ClusterName::A,
+                    a.bootstrap_addrs(),
                     timeout,
-                ));
-                let client = Arc::new(ClusterClient::new(
-                    route.primary.other(),
-                    target.bootstrap_addrs(),
+                )),
+                Arc::new(ClusterClient::new(
+                    ClusterName::B,
+                    b.bootstrap_addrs(),
                     timeout,
-                ));
-                Some(
-                    Mirror::new(
-                        source,
-                        client,
-                        route.mirror,
-                        &state,
-                        Duration::from_millis(config.mirror.gap_timeout_ms),
-                        shutdown.clone(),
-                    )
-                    .map_err(StartError::Translation)?,
+                )),
+            ];
+            let open_map = |source: ClusterName| {
+                ProducerMap::open(state.clone(), file_name(source, source.other())).map(Arc::new)
+            };
+            let maps = [open_map(ClusterName::A)?, open_map(ClusterName::B)?];
+            for (source, target) in [(0, 1), (1, 0)] {
+                let name = clients[source].cluster();
+                let mode = if name == route.primary {
+                    route.mirror
+                } else {
+                    MirrorMode::Off
+                };
+                let mirror = Mirror::new(
+                    clients[source].clone(),
+                    clients[target].clone(),
+                    mode,
+                    &state,
+                    Duration::from_millis(config.mirror.gap_timeout_ms),
+                    shutdown.clone(),
+                    maps[source].clone(),
+                    maps[target].clone(),
                 )
+                .map_err(StartError::Translation)?;
+                mirrors.insert(name, mirror);
             }
-            None => None,
-        };
+            Mirror::pair(&mirrors[&ClusterName::A], &mirrors[&ClusterName::B]);
+        }
         let brokers = BrokerRegistry::open(
             state.clone(),
             bootstrap_addr.ip(),
@@ -260,12 +366,16 @@ impl Proxy {
             config.listen.node_port_base,
         )?;
         let shared = Arc::new(Shared {
-            primary: RwLock::new(route.primary),
+            signals: crate::cutover::RouteSignals::new(route.primary),
             config,
             brokers,
             metrics: Metrics::new(),
-            mirror,
+            mirrors,
             groups: crate::cutover::KnownGroups::open(state.clone())?,
+            members: crate::cutover::Members::default(),
+            carried: crate::cutover::CarriedOffsets::open(state.clone())?,
+            flip_lock: tokio::sync::Mutex::new(()),
+            last_flip: std::sync::Mutex::new(None),
             state,
             versions: RwLock::new(HashMap::new()),
             shutdown,
@@ -298,6 +408,10 @@ impl Proxy {
                 tokio::spawn(upstream::probe_versions(shared.clone(), cluster));
             }
         }
+        shared
+            .metrics
+            .primary_is_b
+            .set(f64::from(u8::from(shared.primary() == ClusterName::B)));
         tracing::info!(%bootstrap_addr, %admin_addr, primary = %shared.primary(), "switchyard started");
         Ok(Proxy {
             shared,

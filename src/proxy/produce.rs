@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader, TopicNam
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::Shared;
-use crate::config::MirrorMode;
+use crate::config::{ClusterName, MirrorMode};
 use crate::error::SessionError;
 use crate::mirror::Mirror;
 use crate::protocol::batch;
@@ -51,25 +51,35 @@ pub(super) fn plan(
     shared: &Shared,
     frame: &Frame,
     header: &RequestHeaderPeek,
+    cluster: ClusterName,
 ) -> Result<ProducePlan, SessionError> {
     let payload = frame.payload();
     let (acks, acks_at) = header::produce_acks_at(payload, header)
         .map_err(|e| SessionError::BadRequest(e.to_string()))?;
-    let mirror = match shared.mirror.as_ref() {
-        Some(mirror) if mirror.mode() != MirrorMode::Off => mirror.clone(),
-        _ => {
-            return Ok(ProducePlan::Forward {
-                frame: None,
-                mirror: None,
-                expects_response: acks != 0,
-            })
-        }
-    };
+    let mirror = shared
+        .mirror_from(cluster)
+        .filter(|m| m.mode() != MirrorMode::Off)
+        .cloned();
+    // Producers that got their id from the other cluster before a flip
+    // write here under the id that stands for theirs, so that this
+    // cluster's sequence checks continue from what the mirror wrote.
+    let foreign = shared
+        .mirror_from(cluster.other())
+        .map(|m| m.producer_map())
+        .filter(|m| !m.is_empty());
+    if mirror.is_none() && foreign.is_none() {
+        return Ok(ProducePlan::Forward {
+            frame: None,
+            mirror: None,
+            expects_response: acks != 0,
+        });
+    }
     // Walked, not decoded: no count read off the wire sizes an allocation.
     let body = header::walk_produce(payload, header)
         .map_err(|e| SessionError::BadRequest(e.to_string()))?;
     let payload_bytes = frame.payload_bytes();
     let mut parts = Vec::new();
+    let mut restamped: Vec<(usize, Bytes)> = Vec::new();
     let mut transactional = body.transactional_id.is_some();
     for partition in &body.partitions {
         let Some(range) = partition.records.clone() else {
@@ -77,36 +87,87 @@ pub(super) fn plan(
         };
         // Copied out of the frame so a long-queued batch does not keep the
         // whole request alive.
-        let records = Bytes::copy_from_slice(&payload_bytes[range]);
+        let records = Bytes::copy_from_slice(&payload_bytes[range.clone()]);
         // A batch that fails its checks is left to the primary to refuse.
         let Ok(batches) = batch::split_batches(&records) else {
             continue;
         };
-        transactional |= batches
-            .iter()
-            .filter_map(|b| batch::read_header(b).ok())
-            .any(|h| h.is_transactional());
+        let mut at = range.start;
+        let mut out = Vec::with_capacity(batches.len());
+        for raw in batches {
+            let len = raw.len();
+            let Ok(h) = batch::read_header(&raw) else {
+                out.push(raw);
+                at += len;
+                continue;
+            };
+            transactional |= h.is_transactional();
+            let key = (h.producer_id, h.producer_epoch);
+            let mapped = foreign
+                .filter(|_| h.is_idempotent() && !h.is_transactional())
+                .and_then(|map| Some((map, map.mapped(key)?)));
+            match mapped {
+                Some((map, (producer_id, epoch))) => {
+                    let first = map.first_sequence(
+                        key,
+                        &partition.topic,
+                        partition.partition,
+                        h.base_sequence,
+                    );
+                    let stamped = batch::restamp(
+                        &raw,
+                        producer_id,
+                        epoch,
+                        Some(h.base_sequence.wrapping_sub(first)),
+                    );
+                    shared.metrics.restamped_batches.increment(1);
+                    restamped.push((at, stamped.clone()));
+                    out.push(stamped);
+                }
+                None => out.push(raw),
+            }
+            at += len;
+        }
         parts.push(MirrorPart {
             topic: partition.topic.clone(),
             partition: partition.partition,
-            batches,
+            batches: out,
         });
     }
-    if transactional {
+    if transactional && mirror.is_some() {
         // Transaction markers are written by the primary's coordinator, not
         // through Produce, so the mirror could not tell committed from
         // aborted records: transactional producers are refused while
         // mirroring, before anything is written.
         shared.metrics.mirror_transactional_refused.increment(1);
         tracing::warn!("refused a transactional Produce: mirroring does not carry transactions");
-        return Ok(ProducePlan::Reject(refuse_all(&body, header)?));
+        return Ok(ProducePlan::Reject(refuse_all(
+            &body,
+            header,
+            TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        )?));
     }
-    let patched = (acks == 0).then(|| {
+    let patch_acks = acks == 0 && mirror.is_some();
+    let patched = (patch_acks || !restamped.is_empty()).then(|| {
         let mut copy = BytesMut::from(&frame.wire_bytes()[..]);
-        let at = LENGTH_PREFIX + acks_at;
-        copy[at..at + 2].copy_from_slice(&1i16.to_be_bytes());
+        if patch_acks {
+            let at = LENGTH_PREFIX + acks_at;
+            copy[at..at + 2].copy_from_slice(&1i16.to_be_bytes());
+        }
+        // Restamping rewrites fixed-size header fields: lengths stay.
+        for (at, stamped) in &restamped {
+            let at = LENGTH_PREFIX + at;
+            copy[at..at + stamped.len()].copy_from_slice(stamped);
+        }
         copy.freeze()
     });
+    let Some(mirror) = mirror else {
+        return Ok(ProducePlan::Forward {
+            frame: patched,
+            mirror: None,
+            expects_response: acks != 0,
+        });
+    };
     Ok(ProducePlan::Forward {
         frame: patched,
         mirror: Some(Box::new(MirrorWork {
@@ -118,15 +179,31 @@ pub(super) fn plan(
     })
 }
 
+/// An answer giving every partition of a Produce request `error`; `None`
+/// when the request asked for no answer (acks=0).
+pub(super) fn refuse(
+    frame: &Frame,
+    header: &RequestHeaderPeek,
+    error: i16,
+) -> Result<Option<Bytes>, SessionError> {
+    let body = header::walk_produce(frame.payload(), header)
+        .map_err(|e| SessionError::BadRequest(e.to_string()))?;
+    if body.acks == 0 {
+        return Ok(None);
+    }
+    refuse_all(&body, header, error).map(Some)
+}
+
 fn refuse_all(
     body: &header::ProduceBody,
     header: &RequestHeaderPeek,
+    error: i16,
 ) -> Result<Bytes, SessionError> {
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     for p in &body.partitions {
         let answer = PartitionProduceResponse::default()
             .with_index(p.partition)
-            .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            .with_error_code(error)
             .with_base_offset(-1);
         match topics.iter_mut().find(|t| t.name.0.as_str() == p.topic) {
             Some(topic) => topic.partition_responses.push(answer),

@@ -16,10 +16,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 use super::responses::{Next, ReadError, ResponseReader};
-use super::{produce, upstream, Shared, Target};
+use super::{groups, produce, upstream, Shared, Target};
 use crate::config::ClusterName;
+use crate::cutover::InFlight;
 use crate::error::SessionError;
 use crate::protocol::frame::{Frame, FrameCodec, FrameError, LENGTH_PREFIX};
 use crate::protocol::header::{self, RequestHeaderPeek};
@@ -36,6 +38,9 @@ enum Pending {
         header: RequestHeaderPeek,
         rewrite: Option<ResponseRewrite>,
         mirror: Option<Box<produce::MirrorWork>>,
+        follow_up: Option<groups::FollowUp>,
+        /// Counts toward the flip's drain until the answer is handled.
+        in_flight: Option<InFlight>,
         sent_at: Instant,
         /// Time the broker may legitimately hold the request (fetch long
         /// poll, rebalance), on top of the request timeout.
@@ -50,6 +55,9 @@ enum Pending {
 struct Connection {
     shared: Arc<Shared>,
     cluster: ClusterName,
+    /// Cancelled when `cluster` stops being the primary: the session ends
+    /// once what it forwarded is answered.
+    moved: CancellationToken,
     upstream_addr: String,
     /// Set after a successful SaslHandshake v0: tokens then travel as bare
     /// frames until the client sends Kafka requests again.
@@ -59,9 +67,9 @@ struct Connection {
 pub(super) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, target: Target) {
     shared.metrics.connections_total.increment(1);
     shared.metrics.connections_active.increment(1.0);
-    let cluster = shared.primary();
+    let (cluster, moved) = shared.signals.bind();
     tracing::debug!(%peer, ?target, %cluster, "client connected");
-    let result = serve(shared.clone(), client, target, cluster).await;
+    let result = serve(shared.clone(), client, target, cluster, moved).await;
     shared.metrics.connections_active.decrement(1.0);
     match result {
         Ok(()) => tracing::debug!(%peer, "client disconnected"),
@@ -87,12 +95,14 @@ async fn serve(
     client: TcpStream,
     target: Target,
     cluster: ClusterName,
+    moved: CancellationToken,
 ) -> Result<(), SessionError> {
     let _ = client.set_nodelay(true);
     let (upstream, upstream_addr) = upstream::connect(&shared, cluster, target).await?;
     let connection = Arc::new(Connection {
         shared: shared.clone(),
         cluster,
+        moved,
         upstream_addr,
         sasl_raw: AtomicBool::new(false),
     });
@@ -166,6 +176,7 @@ async fn read_and_forward(
                 tokio::select! {
                     next = frames.next() => next,
                     _ = shared.shutdown.cancelled() => break,
+                    _ = connection.moved.cancelled() => break,
                 }
             }
         };
@@ -176,19 +187,24 @@ async fn read_and_forward(
             Some(Err(e)) => return Err(SessionError::BadFrame(e)),
         };
         shared.metrics.bytes_in.increment(frame.wire_len() as u64);
-        let step = connection.classify(&frame)?;
-        if let Some(entry) = step.pending {
-            if let Err(mpsc::error::TrySendError::Full(entry)) = pending.try_send(entry) {
-                // At the in-flight limit: make sure upstream has everything
-                // it must answer before waiting for room.
-                upstream
-                    .flush()
-                    .await
-                    .map_err(|e| connection.upstream_io(e))?;
-                if pending.send(entry).await.is_err() {
+        let in_flight = match connection.gate(&frame).await? {
+            Gate::Pass(in_flight) => in_flight,
+            // The primary moved while the request was held: it was not
+            // sent anywhere, and the client sends it again to the new
+            // primary once this connection closes.
+            Gate::Moved => break,
+            Gate::Refuse(answer) => {
+                if !queue(connection, upstream, &pending, answer.map(Pending::Local)).await? {
                     return Ok(());
                 }
+                continue;
             }
+        };
+        let step = connection.classify(&frame, in_flight)?;
+        // At the in-flight limit, upstream gets everything it must answer
+        // before the wait for room.
+        if !queue(connection, upstream, &pending, step.pending).await? {
+            return Ok(());
         }
         if step.forward {
             let bytes = step.replacement.as_ref().unwrap_or(frame.wire_bytes());
@@ -199,6 +215,38 @@ async fn read_and_forward(
         }
     }
     Ok(())
+}
+
+/// Queues an entry for the response side, waiting for room at the
+/// in-flight limit. False when the response side is gone.
+async fn queue(
+    connection: &Connection,
+    upstream: &mut BufWriter<OwnedWriteHalf>,
+    pending: &mpsc::Sender<Pending>,
+    entry: Option<Pending>,
+) -> Result<bool, SessionError> {
+    let Some(entry) = entry else { return Ok(true) };
+    if let Err(mpsc::error::TrySendError::Full(entry)) = pending.try_send(entry) {
+        upstream
+            .flush()
+            .await
+            .map_err(|e| connection.upstream_io(e))?;
+        if pending.send(entry).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What the fence says about one request.
+enum Gate {
+    /// Forward it (a Produce counts as in flight until answered).
+    Pass(Option<InFlight>),
+    /// The primary moved while it was held.
+    Moved,
+    /// Held past the bound: this answer (a retriable error), if the
+    /// request expects one.
+    Refuse(Option<Bytes>),
 }
 
 /// What to do with one client frame.
@@ -218,7 +266,65 @@ impl Connection {
         }
     }
 
-    fn classify(&self, frame: &Frame) -> Result<Step, SessionError> {
+    /// Holds a Produce or JoinGroup while a flip's fence is up, bounded by
+    /// `cutover.fence_hold_ms`.
+    async fn gate(&self, frame: &Frame) -> Result<Gate, SessionError> {
+        let Ok(header) = header::peek_request(frame.payload()) else {
+            return Ok(Gate::Pass(None)); // classify reports it
+        };
+        let api = header.api_key;
+        if !matches!(api, ApiKey::Produce | ApiKey::JoinGroup)
+            || self.sasl_raw.load(Ordering::Acquire)
+        {
+            return Ok(Gate::Pass(None));
+        }
+        let signals = &self.shared.signals;
+        let hold = Duration::from_millis(self.shared.config.cutover.fence_hold_ms);
+        let until = Instant::now() + hold;
+        let mut member: Option<String> = None;
+        let mut counted = false;
+        loop {
+            if api == ApiKey::Produce {
+                if let Some(in_flight) = signals.enter(self.cluster) {
+                    return Ok(Gate::Pass(Some(in_flight)));
+                }
+            } else if !signals.is_fenced() {
+                if let Some(m) = &member {
+                    self.shared.members.set_parked(m, false);
+                }
+                return Ok(Gate::Pass(None));
+            }
+            if self.moved.is_cancelled() {
+                return Ok(Gate::Moved);
+            }
+            if !counted {
+                counted = true;
+                self.shared.metrics.fenced_requests.increment(1);
+                if api == ApiKey::JoinGroup {
+                    member = header::group_member(frame.payload(), &header)
+                        .ok()
+                        .flatten()
+                        .map(|r| r.member)
+                        .filter(|m| !m.is_empty());
+                    if let Some(m) = &member {
+                        self.shared.members.set_parked(m, true);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = signals.unfenced() => {}
+                _ = self.moved.cancelled() => return Ok(Gate::Moved),
+                _ = self.shared.shutdown.cancelled() => return Ok(Gate::Moved),
+                _ = tokio::time::sleep_until(until.into()) => {
+                    tracing::warn!(api = api_name(api), held_ms = hold.as_millis() as u64,
+                        "request held past the fence bound; answered with a retriable error");
+                    return Ok(Gate::Refuse(fence_timeout_answer(frame, &header)?));
+                }
+            }
+        }
+    }
+
+    fn classify(&self, frame: &Frame, in_flight: Option<InFlight>) -> Result<Step, SessionError> {
         let payload = frame.payload();
         let peeked = header::peek_request(payload);
         if self.sasl_raw.load(Ordering::Acquire) {
@@ -268,6 +374,16 @@ impl Connection {
             )));
         }
         let rewrite = ResponseRewrite::for_request(api, header.api_version);
+        let follow_up = match groups::plan(&self.shared, self.cluster, frame, &header)? {
+            groups::GroupStep::Forward(follow_up) => follow_up,
+            groups::GroupStep::Answer(answer) => {
+                return Ok(Step {
+                    forward: false,
+                    replacement: None,
+                    pending: Some(Pending::Local(answer)),
+                })
+            }
+        };
         if api == ApiKey::FindCoordinator {
             let groups = header::find_coordinator_groups(payload, &header)
                 .map_err(|e| SessionError::BadRequest(e.to_string()))?;
@@ -280,7 +396,7 @@ impl Connection {
         }
         let bad_body = |e: header::PeekError| SessionError::BadRequest(e.to_string());
         let (expects_response, held_for_ms, replacement, mirror) = match api {
-            ApiKey::Produce => match produce::plan(&self.shared, frame, &header)? {
+            ApiKey::Produce => match produce::plan(&self.shared, frame, &header, self.cluster)? {
                 produce::ProducePlan::Reject(answer) => {
                     return Ok(Step {
                         forward: false,
@@ -315,6 +431,8 @@ impl Connection {
                 header,
                 rewrite,
                 mirror,
+                follow_up,
+                in_flight,
                 sent_at: Instant::now(),
                 held_for: Duration::from_millis(held_for_ms.max(0) as u64),
             }),
@@ -514,11 +632,15 @@ impl Connection {
                 header,
                 rewrite,
                 mirror,
+                follow_up,
+                in_flight,
                 sent_at,
                 held_for,
             } => {
+                let _in_flight = in_flight;
                 let untouched = rewrite.is_none()
                     && mirror.is_none()
+                    && follow_up.is_none()
                     && header.api_key != ApiKey::SaslHandshake;
                 let next = self
                     .next_response(
@@ -551,6 +673,19 @@ impl Connection {
                         produce::submit(shared, &header, frame, *work, self.cluster).await?;
                     return Ok(Outgoing::Mirrored(Box::new(submitted)));
                 }
+                if let Some(follow_up) = follow_up {
+                    let changed =
+                        groups::follow_up(shared, self.cluster, follow_up, &header, &frame)
+                            .map_err(|e| SessionError::Rewrite {
+                                cluster: self.cluster,
+                                api: api_name(header.api_key),
+                                version: header.api_version,
+                                reason: e.to_string(),
+                            })?;
+                    return Ok(Outgoing::Bytes(
+                        changed.unwrap_or_else(|| frame.wire_bytes().clone()),
+                    ));
+                }
                 let Some(kind) = rewrite else {
                     return Ok(Outgoing::Bytes(frame.wire_bytes().clone()));
                 };
@@ -571,6 +706,33 @@ impl Connection {
                     }),
                 }
             }
+        }
+    }
+}
+
+/// The answer to a request held past the fence bound: a retriable error
+/// (none for a Produce with acks=0).
+fn fence_timeout_answer(
+    frame: &Frame,
+    header: &RequestHeaderPeek,
+) -> Result<Option<Bytes>, SessionError> {
+    const REQUEST_TIMED_OUT: i16 = 7;
+    const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    match header.api_key {
+        ApiKey::Produce => produce::refuse(frame, header, REQUEST_TIMED_OUT),
+        _ => {
+            let response = kafka_protocol::messages::JoinGroupResponse::default()
+                .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                .with_generation_id(-1);
+            let header_version = header.api_key.response_header_version(header.api_version);
+            rewrite::encode(
+                &ResponseHeader::default().with_correlation_id(header.correlation_id),
+                header_version,
+                &response,
+                header.api_version,
+            )
+            .map(Some)
+            .map_err(|e| SessionError::BadRequest(format!("cannot build a JoinGroup answer: {e}")))
         }
     }
 }

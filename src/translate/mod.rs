@@ -89,6 +89,34 @@ impl PartitionSegments {
         self.segments.last().map(Segment::a_end)
     }
 
+    /// Whether `offset` (in "b") is covered by a mirrored segment.
+    pub fn contains_b(&self, offset: i64) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.b_start <= offset && offset < s.b_end())
+    }
+
+    /// Whether every offset of `from..to` (in "b") is covered.
+    pub fn covers_b(&self, from: i64, to: i64) -> bool {
+        let mut by_b: Vec<&Segment> = self.segments.iter().collect();
+        by_b.sort_by_key(|s| s.b_start);
+        let mut next = from;
+        for s in by_b {
+            if next >= to {
+                break;
+            }
+            if s.b_start <= next && next < s.b_end() {
+                next = s.b_end();
+            }
+        }
+        next >= to
+    }
+
+    /// One past the last mirrored offset in "b".
+    pub fn end_b(&self) -> Option<i64> {
+        self.segments.iter().map(Segment::b_end).max()
+    }
+
     pub fn a_to_b(&self, offset: i64) -> Translated {
         translate(&self.segments, offset, |s| (s.a_start, s.b_start))
     }
@@ -226,6 +254,26 @@ mod tests {
             b_start,
             len,
         }
+    }
+
+    #[test]
+    fn coverage_in_b() {
+        let mut p = PartitionSegments::default();
+        p.add(Segment {
+            a_start: 0,
+            b_start: 10,
+            len: 5,
+        });
+        p.add(Segment {
+            a_start: 7,
+            b_start: 15,
+            len: 5,
+        });
+        assert!(p.covers_b(10, 20));
+        assert!(p.covers_b(12, 13));
+        assert!(!p.covers_b(9, 12));
+        assert!(!p.covers_b(18, 21));
+        assert!(p.contains_b(19) && !p.contains_b(20) && !p.contains_b(9));
     }
 
     #[test]

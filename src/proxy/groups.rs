@@ -1,0 +1,266 @@
+//! Consumer group requests around a flip: members told to rejoin while the
+//! fence is up, members of the previous primary answered UNKNOWN_MEMBER_ID,
+//! and committed offsets carried over by a flip served until the group
+//! commits on the new primary itself.
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, HeartbeatResponse, OffsetCommitResponse, OffsetFetchResponse, ResponseHeader,
+    SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use super::Shared;
+use crate::config::ClusterName;
+use crate::error::SessionError;
+use crate::protocol::frame::Frame;
+use crate::protocol::header::{self, RequestHeaderPeek};
+use crate::rewrite;
+
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const REBALANCE_IN_PROGRESS: i16 = 27;
+
+/// What to do with a group request.
+pub(super) enum GroupStep {
+    /// Forward it; then apply the follow-up to the answer, if any.
+    Forward(Option<FollowUp>),
+    /// Answer it here.
+    Answer(Bytes),
+}
+
+/// Work on the answer to a forwarded group request.
+pub(super) enum FollowUp {
+    /// Serve carried offsets in place of the broker's.
+    OffsetFetch { group: Option<String> },
+    /// A successful commit ends the carried offsets of its partitions.
+    OffsetCommit { group: String },
+}
+
+fn bad(e: header::PeekError) -> SessionError {
+    SessionError::BadRequest(e.to_string())
+}
+
+pub(super) fn plan(
+    shared: &Shared,
+    cluster: ClusterName,
+    frame: &Frame,
+    header: &RequestHeaderPeek,
+) -> Result<GroupStep, SessionError> {
+    let payload = frame.payload();
+    let api = header.api_key;
+    if api == ApiKey::OffsetFetch && header.api_version >= 8 {
+        // Groups are listed in the request; the answer names them.
+        return Ok(GroupStep::Forward(
+            shared
+                .carried
+                .any(cluster)
+                .then_some(FollowUp::OffsetFetch { group: None }),
+        ));
+    }
+    let Some(request) = header::group_member(payload, header).map_err(bad)? else {
+        return Ok(GroupStep::Forward(None));
+    };
+    let stale = !request.member.is_empty()
+        && shared
+            .members
+            .cluster_of(&request.member)
+            .is_some_and(|c| c != cluster);
+    match api {
+        ApiKey::Heartbeat | ApiKey::SyncGroup | ApiKey::OffsetCommit if stale => {
+            // A member of the previous primary: unknown here. Told so, it
+            // rejoins at once (and its commit, in the other cluster's
+            // offsets, never lands).
+            shared.metrics.stale_member_requests.increment(1);
+            tracing::info!(group = %request.group, member = %request.member, api = ?api,
+                "request from a member of the previous primary answered UNKNOWN_MEMBER_ID");
+            return answer_error(payload, header, UNKNOWN_MEMBER_ID).map(GroupStep::Answer);
+        }
+        ApiKey::Heartbeat if shared.signals.is_fenced() && cluster == shared.primary() => {
+            // A flip is under way: the member revokes (committing what it
+            // consumed) and rejoins; its JoinGroup is held until the flip
+            // is over.
+            shared
+                .members
+                .note(&request.group, &request.member, cluster);
+            return answer_error(payload, header, REBALANCE_IN_PROGRESS).map(GroupStep::Answer);
+        }
+        ApiKey::LeaveGroup => shared.members.left(&request.member),
+        _ => {
+            if !stale {
+                shared
+                    .members
+                    .note(&request.group, &request.member, cluster);
+            }
+        }
+    }
+    shared.groups.note(&request.group);
+    let follow_up = match api {
+        ApiKey::OffsetFetch if shared.carried.has(&request.group, cluster) => {
+            Some(FollowUp::OffsetFetch {
+                group: Some(request.group),
+            })
+        }
+        ApiKey::OffsetCommit if shared.carried.has(&request.group, cluster) => {
+            Some(FollowUp::OffsetCommit {
+                group: request.group,
+            })
+        }
+        _ => None,
+    };
+    Ok(GroupStep::Forward(follow_up))
+}
+
+/// A locally made answer carrying `error` for the request's API.
+fn answer_error(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+    error: i16,
+) -> Result<Bytes, SessionError> {
+    let version = header.api_version;
+    let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+    let header_version = header.api_key.response_header_version(version);
+    let encoded = match header.api_key {
+        ApiKey::Heartbeat => rewrite::encode(
+            &response_header,
+            header_version,
+            &HeartbeatResponse::default().with_error_code(error),
+            version,
+        ),
+        ApiKey::SyncGroup => rewrite::encode(
+            &response_header,
+            header_version,
+            &SyncGroupResponse::default().with_error_code(error),
+            version,
+        ),
+        ApiKey::OffsetCommit => {
+            let topics = header::offset_commit_partitions(payload, header)
+                .map_err(bad)?
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(error)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            rewrite::encode(
+                &response_header,
+                header_version,
+                &OffsetCommitResponse::default().with_topics(topics),
+                version,
+            )
+        }
+        other => {
+            return Err(SessionError::BadRequest(format!(
+                "no local answer for {other:?}"
+            )))
+        }
+    };
+    encoded.map_err(|e| SessionError::BadRequest(format!("cannot build a group answer: {e}")))
+}
+
+fn decode<M: Decodable>(
+    frame: &Frame,
+    api: ApiKey,
+    version: i16,
+) -> anyhow::Result<(ResponseHeader, M)> {
+    let mut buf = frame.payload_bytes();
+    let response_header = ResponseHeader::decode(&mut buf, api.response_header_version(version))?;
+    let body = M::decode(&mut buf, version)?;
+    Ok((response_header, body))
+}
+
+/// Applies a follow-up to the broker's answer: `Some` replacement bytes
+/// when the answer changed.
+pub(super) fn follow_up(
+    shared: &Shared,
+    cluster: ClusterName,
+    follow_up: FollowUp,
+    header: &RequestHeaderPeek,
+    frame: &Frame,
+) -> anyhow::Result<Option<Bytes>> {
+    let version = header.api_version;
+    match follow_up {
+        FollowUp::OffsetCommit { group } => {
+            let (_, response): (_, OffsetCommitResponse) =
+                decode(frame, ApiKey::OffsetCommit, version)?;
+            let done: Vec<(String, i32)> = response
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter(|p| p.error_code == 0)
+                        .map(move |p| (t.name.0.to_string(), p.partition_index))
+                })
+                .collect();
+            shared.carried.committed(&group, cluster, &done);
+            Ok(None)
+        }
+        FollowUp::OffsetFetch { group } => {
+            let (response_header, mut response): (_, OffsetFetchResponse) =
+                decode(frame, ApiKey::OffsetFetch, version)?;
+            let mut served = 0u64;
+            match group {
+                Some(group) => {
+                    for topic in &mut response.topics {
+                        for p in &mut topic.partitions {
+                            if let Some(offset) = shared.carried.get(
+                                &group,
+                                cluster,
+                                &topic.name.0,
+                                p.partition_index,
+                            ) {
+                                p.committed_offset = offset;
+                                p.committed_leader_epoch = -1;
+                                p.error_code = 0;
+                                served += 1;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for g in &mut response.groups {
+                        for topic in &mut g.topics {
+                            for p in &mut topic.partitions {
+                                if let Some(offset) = shared.carried.get(
+                                    &g.group_id.0,
+                                    cluster,
+                                    &topic.name.0,
+                                    p.partition_index,
+                                ) {
+                                    p.committed_offset = offset;
+                                    p.committed_leader_epoch = -1;
+                                    p.error_code = 0;
+                                    served += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if served == 0 {
+                return Ok(None);
+            }
+            shared.metrics.carried_offsets_served.increment(served);
+            let header_version = ApiKey::OffsetFetch.response_header_version(version);
+            Ok(Some(rewrite::encode(
+                &response_header,
+                header_version,
+                &response,
+                version,
+            )?))
+        }
+    }
+}
