@@ -518,11 +518,7 @@ fn produce_latency(
 
 /// The mirror's records acknowledged by A but not yet confirmed by B.
 fn mirror_lag(proxy: &Proxy) -> i64 {
-    proxy
-        .shared()
-        .mirror
-        .as_ref()
-        .map_or(0, |m| m.status().values().map(|s| s.lag_records).sum())
+    proxy.shared().mirror().map_or(0, |m| m.lag_records())
 }
 
 /// Waits until the mirror has nothing outstanding, at most `limit`; returns
@@ -547,7 +543,7 @@ struct LagWatch {
 
 impl LagWatch {
     fn start(proxy: &Proxy) -> Option<LagWatch> {
-        let mirror = proxy.shared().mirror.clone()?;
+        let mirror = proxy.shared().mirror().cloned()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let peak = std::thread::spawn(move || {
@@ -570,7 +566,7 @@ impl LagWatch {
 
 /// Mirror write retries so far on `topics`.
 fn mirror_retries(proxy: &Proxy, topics: &[String]) -> u64 {
-    proxy.shared().mirror.as_ref().map_or(0, |m| {
+    proxy.shared().mirror().map_or(0, |m| {
         m.status()
             .iter()
             .filter(|((topic, _), _)| topics.contains(topic))
@@ -583,7 +579,7 @@ fn mirror_retries(proxy: &Proxy, topics: &[String]) -> u64 {
 /// anything but zeros and no errors is odd for a healthy pair of mock
 /// clusters.
 fn mirror_health(proxy: &Proxy, topics: &[String]) -> Vec<String> {
-    let Some(mirror) = proxy.shared().mirror.as_ref() else {
+    let Some(mirror) = proxy.shared().mirror() else {
         return vec!["the proxy has no mirror".into()];
     };
     let mut odd = Vec::new();

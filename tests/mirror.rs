@@ -16,7 +16,7 @@ const PARTITIONS: i32 = 4;
 fn assert_mirrored(harness: &Harness, a: &Cluster, b: &Cluster, topic: &str) -> usize {
     let in_a = read_cluster(&a.bootstrap_servers(), topic, PARTITIONS).unwrap();
     let in_b = read_cluster(&b.bootstrap_servers(), topic, PARTITIONS).unwrap();
-    let mirror = harness.proxy.shared().mirror.as_ref().unwrap();
+    let mirror = harness.proxy.shared().mirror().unwrap();
     let mut total = 0;
     for partition in 0..PARTITIONS {
         let (left, right) = (&in_a[&partition], &in_b[&partition]);
@@ -499,8 +499,7 @@ fn assert_mirrored_one(harness: &Harness, a: &Cluster, b: &Cluster, topic: &str)
     let segments = harness
         .proxy
         .shared()
-        .mirror
-        .as_ref()
+        .mirror()
         .unwrap()
         .translation()
         .partition(topic, 0)

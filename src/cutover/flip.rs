@@ -164,18 +164,22 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
     };
     let home = shared.config.route.primary;
     match direction {
-        Direction::Flip if from != home => return run.finish(
-            Outcome::Refused,
-            vec![format!(
+        Direction::Flip if from != home => {
+            return run.finish(
+                Outcome::Refused,
+                vec![format!(
                 "clients are already on cluster {from}; POST /rollback moves them back to {home}"
             )],
-        ),
-        Direction::Rollback if from == home => return run.finish(
-            Outcome::Refused,
-            vec![format!(
+            )
+        }
+        Direction::Rollback if from == home => {
+            return run.finish(
+                Outcome::Refused,
+                vec![format!(
                 "clients are on cluster {from}, where they started; there is nothing to roll back"
             )],
-        ),
+            )
+        }
         _ => {}
     }
     let Some(mirror) = shared.mirror().cloned() else {

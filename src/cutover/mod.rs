@@ -146,6 +146,20 @@ impl Members {
         entry.last_seen = Instant::now();
     }
 
+    /// `cluster` handed out `member`: it belongs there from now on.
+    pub fn issued(&self, group: &str, member: &str, cluster: ClusterName) {
+        let mut members = lock(&self.members);
+        let entry = members.entry(member.to_owned()).or_insert_with(|| Member {
+            group: group.to_owned(),
+            cluster,
+            last_seen: Instant::now(),
+            parked: false,
+        });
+        entry.cluster = cluster;
+        entry.group = group.to_owned();
+        entry.last_seen = Instant::now();
+    }
+
     /// The cluster `member` belongs to, when known.
     pub fn cluster_of(&self, member: &str) -> Option<ClusterName> {
         lock(&self.members).get(member).map(|m| m.cluster)

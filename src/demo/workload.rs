@@ -26,12 +26,17 @@ pub struct RecordRef {
 pub struct ProduceSpec {
     pub topic: String,
     pub keys: usize,
+    /// Keys are "{key_prefix}-{n}": producers with different prefixes have
+    /// separate per-key sequences.
+    pub key_prefix: String,
     pub records: usize,
     pub compression: &'static str,
     pub idempotent: bool,
     /// Records sent before waiting for their acknowledgements; traffic then
     /// flows for a while instead of in one burst.
     pub batch: usize,
+    /// Pause between rounds of `batch` records.
+    pub pause: Duration,
     /// Extra client settings, applied last.
     pub settings: Vec<(String, String)>,
     /// Counts acknowledged records as they arrive.
@@ -43,10 +48,12 @@ impl ProduceSpec {
         ProduceSpec {
             topic: topic.to_owned(),
             keys: 16,
+            key_prefix: "key".into(),
             records,
             compression: "none",
             idempotent: false,
             batch: usize::MAX,
+            pause: Duration::ZERO,
             settings: Vec::new(),
             progress: None,
         }
@@ -110,6 +117,9 @@ pub async fn produce(bootstrap: &str, spec: &ProduceSpec) -> anyhow::Result<Vec<
         let end = spec.records.min(start.saturating_add(spec.batch.max(1)));
         produce_range(&producer, spec, start..end, &mut acked).await?;
         start = end;
+        if !spec.pause.is_zero() && start < spec.records {
+            tokio::time::sleep(spec.pause).await;
+        }
     }
     producer.flush(Duration::from_secs(10))?;
     Ok(acked)
@@ -123,7 +133,7 @@ async fn produce_range(
 ) -> anyhow::Result<()> {
     let mut futures = Vec::with_capacity(range.len());
     for i in range {
-        let key = format!("key-{}", i % spec.keys);
+        let key = format!("{}-{}", spec.key_prefix, i % spec.keys);
         let seq = (i / spec.keys) as u64;
         let value = record_value(&key, seq);
         let headers = OwnedHeaders::new().insert(Header {
@@ -214,6 +224,78 @@ pub async fn consume(
     if commit && !out.is_empty() {
         consumer.commit_consumer_state(CommitMode::Sync)?;
     }
+    Ok(out)
+}
+
+/// How a long-running consumer commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commits {
+    /// `enable.auto.commit` every 200 ms (and on revocation).
+    Auto,
+    /// An asynchronous commit after every record.
+    EveryRecord,
+}
+
+/// Reads `topic` with a consumer group until `target` (0: not known yet)
+/// distinct records arrived or `deadline` passed, committing as it goes.
+/// Each record is counted in `progress`.
+pub async fn consume_continuously(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    commits: Commits,
+    target: Arc<AtomicUsize>,
+    progress: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> anyhow::Result<Vec<RecordRef>> {
+    let mut config = consumer_config(bootstrap, group);
+    if commits == Commits::Auto {
+        config
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "200");
+    }
+    let consumer: StreamConsumer = config.create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let mut distinct = HashSet::new();
+    loop {
+        let wanted = target.load(Ordering::Acquire);
+        if wanted > 0 && distinct.len() >= wanted {
+            break;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(remaining.min(Duration::from_millis(500)), consumer.recv()).await
+        {
+            Ok(Ok(message)) => {
+                let Some((key, seq)) = message.payload().and_then(parse_value) else {
+                    anyhow::bail!(
+                        "unreadable record at partition {} offset {}",
+                        message.partition(),
+                        message.offset()
+                    );
+                };
+                if commits == Commits::EveryRecord {
+                    if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
+                        tracing::debug!(error = %e, "commit not sent");
+                    }
+                }
+                distinct.insert((key.clone(), seq));
+                progress.fetch_add(1, Ordering::Relaxed);
+                out.push(RecordRef {
+                    key,
+                    seq,
+                    partition: message.partition(),
+                    offset: message.offset(),
+                });
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "consumer error"),
+            Err(_) => {}
+        }
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).ok();
     Ok(out)
 }
 

@@ -37,6 +37,9 @@ pub(super) enum FollowUp {
     OffsetFetch { group: Option<String> },
     /// A successful commit ends the carried offsets of its partitions.
     OffsetCommit { group: String },
+    /// The member id the cluster hands out belongs to it (another cluster
+    /// may have issued the same string).
+    JoinGroup { group: String },
 }
 
 fn bad(e: header::PeekError) -> SessionError {
@@ -108,6 +111,9 @@ pub(super) fn plan(
                 group: request.group,
             })
         }
+        ApiKey::JoinGroup => Some(FollowUp::JoinGroup {
+            group: request.group,
+        }),
         _ => None,
     };
     Ok(GroupStep::Forward(follow_up))
@@ -192,6 +198,14 @@ pub(super) fn follow_up(
 ) -> anyhow::Result<Option<Bytes>> {
     let version = header.api_version;
     match follow_up {
+        FollowUp::JoinGroup { group } => {
+            let (_, response): (_, kafka_protocol::messages::JoinGroupResponse) =
+                decode(frame, ApiKey::JoinGroup, version)?;
+            if !response.member_id.is_empty() {
+                shared.members.issued(&group, &response.member_id, cluster);
+            }
+            Ok(None)
+        }
         FollowUp::OffsetCommit { group } => {
             let (_, response): (_, OffsetCommitResponse) =
                 decode(frame, ApiKey::OffsetCommit, version)?;

@@ -187,6 +187,11 @@ async fn read_and_forward(
             Some(Err(e)) => return Err(SessionError::BadFrame(e)),
         };
         shared.metrics.bytes_in.increment(frame.wire_len() as u64);
+        if connection.moved.is_cancelled() {
+            // Read from the client after the primary moved: not sent to the
+            // old primary; the client sends it again after reconnecting.
+            break;
+        }
         let in_flight = match connection.gate(&frame).await? {
             Gate::Pass(in_flight) => in_flight,
             // The primary moved while the request was held: it was not
@@ -284,13 +289,23 @@ impl Connection {
         let mut member: Option<String> = None;
         let mut counted = false;
         loop {
+            // The move is read after the fence: a flip switches before it
+            // lifts the fence, so a request let through by a lifted fence
+            // sees the move, and one let through before the fence went up
+            // is counted before the flip's drain reads the count.
             if api == ApiKey::Produce {
                 if let Some(in_flight) = signals.enter(self.cluster) {
+                    if self.moved.is_cancelled() {
+                        return Ok(Gate::Moved);
+                    }
                     return Ok(Gate::Pass(Some(in_flight)));
                 }
             } else if !signals.is_fenced() {
                 if let Some(m) = &member {
                     self.shared.members.set_parked(m, false);
+                }
+                if self.moved.is_cancelled() {
+                    return Ok(Gate::Moved);
                 }
                 return Ok(Gate::Pass(None));
             }
