@@ -158,6 +158,7 @@ impl Members {
         entry.cluster = cluster;
         entry.group = group.to_owned();
         entry.last_seen = Instant::now();
+        entry.parked = false;
     }
 
     /// The cluster `member` belongs to, when known.

@@ -79,25 +79,139 @@ pub fn real_broker_addresses(clusters: &[&Cluster]) -> Vec<String> {
         .collect()
 }
 
+/// How the demo's traffic is shaped.
+const TOPIC: &str = "orders";
+const PARTITIONS: i32 = 6;
+const GROUP: &str = "demo-group";
+/// Idempotent producers, each with its own keys and compression.
+const PRODUCERS: [(&str, &str); 2] = [("p1", "lz4"), ("p2", "none")];
+const KEYS_PER_PRODUCER: usize = 8;
+/// Each producer sends rounds of `ROUND` records and waits for their
+/// acknowledgements, then pauses `PAUSE` before the next round.
+const ROUND: usize = 25;
+const PAUSE: Duration = Duration::from_millis(10);
+/// Bounds on the waits for conditions; never fixed sleeps.
+const JOIN_LIMIT: Duration = Duration::from_secs(30);
+const TRAFFIC_LIMIT: Duration = Duration::from_secs(180);
+const MIRROR_LIMIT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
+    /// Records the producers were asked to send, all of them together.
     pub records: usize,
-    /// Records cluster B holds for the topic, read straight from B.
-    pub mirrored_records: usize,
-    /// B holds A's records byte-equal in A's order, and the translation
-    /// table maps every A offset to the same record in B.
-    pub mirror_identical: bool,
-    pub produce_seconds: f64,
-    pub consume_seconds: f64,
+    pub producers: usize,
+    /// Records acknowledged before the flip started, while it ran, and
+    /// after it finished.
+    pub acknowledged_before_flip: usize,
+    pub acknowledged_during_flip: usize,
+    pub acknowledged_after_flip: usize,
+    pub flip: crate::cutover::flip::FlipReport,
+    /// The cluster clients were served by at the end.
+    pub ended_on: crate::config::ClusterName,
+    /// How long producers waited for acknowledgements: over the whole run,
+    /// for records waiting at some moment of the flip, and for the rest.
+    pub ack_wait: workload::AckStalls,
+    pub mirror: MirrorCheck,
+    /// Seconds from the first record sent to the last acknowledged.
+    pub traffic_seconds: f64,
+    /// Seconds the consumer needed after the last acknowledgement to have
+    /// read everything.
+    pub consume_tail_seconds: f64,
     pub brokers_seen_by_clients: Vec<String>,
     pub real_brokers_leaked: usize,
     pub integrity: IntegrityReport,
 }
 
+impl DemoReport {
+    /// Why the demo failed; empty when it passed. Duplicates are not among
+    /// the reasons: a consumer group re-reads what it had read but not yet
+    /// committed when it moves (at-least-once), and the report counts them.
+    pub fn failures(&self) -> Vec<String> {
+        use crate::cutover::flip::Outcome;
+        let i = &self.integrity;
+        let mut failures = Vec::new();
+        if i.lost > 0 {
+            failures.push(format!(
+                "{} acknowledged records were never consumed",
+                i.lost
+            ));
+        }
+        if i.order_violations > 0 {
+            failures.push(format!(
+                "{} records consumed out of order",
+                i.order_violations
+            ));
+        }
+        if i.acknowledged < self.records {
+            failures.push(format!(
+                "{} of {} records were not acknowledged",
+                self.records - i.acknowledged,
+                self.records
+            ));
+        }
+        if self.flip.outcome != Outcome::Flipped {
+            failures.push(format!(
+                "the flip did not happen ({:?}): {}",
+                self.flip.outcome,
+                self.flip.reasons.join("; ")
+            ));
+        } else if self.acknowledged_after_flip == 0 {
+            failures.push("no record was acknowledged after the flip".into());
+        }
+        if self.ended_on != self.flip.to {
+            failures.push(format!("clients ended on cluster {}", self.ended_on));
+        }
+        if !self.mirror.identical {
+            failures.push("cluster B does not hold exactly what cluster A holds".into());
+        }
+        if self.real_brokers_leaked > 0 {
+            failures.push(format!(
+                "clients saw {} real broker addresses",
+                self.real_brokers_leaked
+            ));
+        }
+        failures
+    }
+
+    pub fn passed(&self) -> bool {
+        self.failures().is_empty()
+    }
+}
+
+/// What the two clusters hold at the end, read straight from each.
+#[derive(Debug, Default, Serialize)]
+pub struct MirrorCheck {
+    pub records_in_a: usize,
+    pub records_in_b: usize,
+    /// Records written to A by clients and mirrored into B.
+    pub written_to_a: usize,
+    /// Records written to B by clients (after the flip) and mirrored back
+    /// into A.
+    pub written_to_b: usize,
+    /// Both clusters hold the same records byte-equal in the same order,
+    /// and every record's offset in one maps to its offset in the other
+    /// through the mirror that copied it.
+    pub identical: bool,
+}
+
+/// Live traffic through switchyard with sync mirroring, a flip from A to B
+/// in the middle of it, traffic carrying on against B, and an integrity
+/// check of everything the producers had acknowledged.
 pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
-    let topic = "orders";
-    let cluster_a = start_cluster(3, &[(topic, 6)])?;
-    let cluster_b = start_cluster(3, &[(topic, 6)])?;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use crate::config::ClusterName;
+    use crate::cutover::flip::{self, Direction};
+    use workload::{AckLatencies, AckStalls, Commits};
+
+    anyhow::ensure!(
+        records >= 2 * ROUND * PRODUCERS.len(),
+        "--records must be at least {}",
+        2 * ROUND * PRODUCERS.len()
+    );
+    let cluster_a = start_cluster(3, &[(TOPIC, PARTITIONS)])?;
+    let cluster_b = start_cluster(3, &[(TOPIC, PARTITIONS)])?;
     let state = tempfile_dir()?;
     let config = loopback_config(
         &cluster_a.bootstrap_servers(),
@@ -105,89 +219,206 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
         &state,
     );
     let proxy = Proxy::start(config).await?;
-    proxy
-        .shared()
+    let shared = proxy.shared().clone();
+    shared
         .set_mirror_mode(crate::config::MirrorMode::Sync)
         .map_err(anyhow::Error::msg)?;
     let bootstrap = proxy.bootstrap_addr().to_string();
     println!("cluster A: {}", cluster_a.bootstrap_servers());
     println!("cluster B: {}", cluster_b.bootstrap_servers());
     println!(
-        "switchyard: {bootstrap} (admin http://{})",
+        "switchyard: {bootstrap} (admin http://{}), mirroring A -> B in sync mode",
         proxy.admin_addr()
     );
 
-    let started = Instant::now();
-    let spec = ProduceSpec {
-        compression: "lz4",
-        idempotent: true,
-        ..ProduceSpec::new(topic, records)
+    // The consumer group first: it reads everything from the beginning.
+    let produced = Arc::new(AtomicUsize::new(0));
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let target = Arc::new(AtomicUsize::new(0));
+    let consumer = {
+        let (bootstrap, target, consumed) = (bootstrap.clone(), target.clone(), consumed.clone());
+        tokio::spawn(async move {
+            workload::consume_continuously(
+                &bootstrap,
+                TOPIC,
+                GROUP,
+                Commits::EveryRecord,
+                target,
+                consumed,
+                Instant::now() + TRAFFIC_LIMIT,
+            )
+            .await
+        })
     };
-    let acked = workload::produce(&bootstrap, &spec).await?;
-    let produce_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let consumed = workload::consume(
-        &bootstrap,
-        topic,
-        "demo-group",
-        acked.len(),
-        Duration::from_secs(60),
-        true,
-    )
+    wait_until(JOIN_LIMIT, "the consumer to join its group", || {
+        !shared
+            .members
+            .consuming(ClusterName::A, Instant::now() - Duration::from_secs(5))
+            .is_empty()
+    })
     .await?;
-    let consume_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "consumer group {GROUP} joined; starting {} producers",
+        PRODUCERS.len()
+    );
 
+    let latencies = Arc::new(AckLatencies::default());
+    let started = Instant::now();
+    let producers: Vec<_> = PRODUCERS
+        .iter()
+        .enumerate()
+        .map(|(n, (prefix, compression))| {
+            // Producer n sends records n, n + P, n + 2P, ... of the total.
+            let share = records / PRODUCERS.len() + usize::from(n < records % PRODUCERS.len());
+            let spec = ProduceSpec {
+                compression,
+                idempotent: true,
+                keys: KEYS_PER_PRODUCER,
+                key_prefix: (*prefix).to_owned(),
+                batch: ROUND,
+                pause: PAUSE,
+                progress: Some(produced.clone()),
+                latency: Some(latencies.clone()),
+                ..ProduceSpec::new(TOPIC, share)
+            }
+            .set("client.id", prefix);
+            let bootstrap = bootstrap.clone();
+            tokio::spawn(async move { workload::produce(&bootstrap, &spec).await })
+        })
+        .collect();
+
+    // The flip, once half the records are acknowledged and the consumer is
+    // reading.
+    let half = records / 2;
+    wait_until(TRAFFIC_LIMIT, "half the records to be acknowledged", || {
+        produced.load(Ordering::Relaxed) >= half && consumed.load(Ordering::Relaxed) > 0
+    })
+    .await?;
+    let acknowledged_before_flip = produced.load(Ordering::Relaxed);
+    println!("flipping to cluster B with {acknowledged_before_flip} records acknowledged ...");
+    let flip_started = Instant::now();
+    let flip = flip::run(&shared, Direction::Flip, false).await;
+    let flip_ended = Instant::now();
+    let acknowledged_at_flip_end = produced.load(Ordering::Relaxed);
+    println!(
+        "flip {:?} in {} ms; traffic carries on against cluster {}",
+        flip.outcome,
+        flip.duration_ms,
+        shared.primary()
+    );
+
+    let mut acked = Vec::with_capacity(records);
+    for producer in producers {
+        acked.extend(producer.await??);
+    }
+    let traffic_seconds = started.elapsed().as_secs_f64();
+    let tail = Instant::now();
+    target.store(acked.len(), Ordering::Release);
+    let consumed = consumer.await??;
+    let consume_tail_seconds = tail.elapsed().as_secs_f64();
+
+    // Whatever was written last is mirrored before the clusters are compared.
+    wait_until(MIRROR_LIMIT, "the mirror to catch up", || {
+        shared.mirror().is_none_or(|m| m.lag_records() == 0)
+    })
+    .await?;
     let seen = addresses_seen_by_client(&bootstrap)?;
     let real = real_broker_addresses(&[&cluster_a, &cluster_b]);
     let leaked = seen.iter().filter(|a| real.contains(a)).count();
-    let (mirrored_records, mirror_identical) =
-        compare_clusters(&proxy, &cluster_a, &cluster_b, topic, 6)?;
+    let mirror = compare_clusters(&proxy, &cluster_a, &cluster_b, TOPIC, PARTITIONS)?;
+    let ended_on = shared.primary();
+    let ack_wait = AckStalls::split(&latencies.samples(), flip_started, flip_ended);
     proxy.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&state);
     Ok(DemoReport {
         records,
-        mirrored_records,
-        mirror_identical,
-        produce_seconds,
-        consume_seconds,
+        producers: PRODUCERS.len(),
+        acknowledged_before_flip,
+        acknowledged_during_flip: acknowledged_at_flip_end - acknowledged_before_flip,
+        acknowledged_after_flip: acked.len().saturating_sub(acknowledged_at_flip_end),
+        flip,
+        ended_on,
+        ack_wait,
+        mirror,
+        traffic_seconds,
+        consume_tail_seconds,
         brokers_seen_by_clients: seen,
         real_brokers_leaked: leaked,
         integrity: workload::check(&acked, &consumed),
     })
 }
 
-/// Reads the topic straight from both clusters and checks that B holds A's
-/// records, byte-equal and in order, with every offset translated.
+/// Polls `condition` every 20 ms until it holds, or fails after `limit`.
+async fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "gave up after {} s waiting for {what}",
+            limit.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Reads the topic straight from both clusters and checks that they hold
+/// the same records, byte-equal and in order, each one's offset in the
+/// cluster it was written to translated to its offset in the other.
 fn compare_clusters(
     proxy: &Proxy,
     a: &Cluster,
     b: &Cluster,
     topic: &str,
     partitions: i32,
-) -> anyhow::Result<(usize, bool)> {
+) -> anyhow::Result<MirrorCheck> {
+    use crate::config::ClusterName;
     use crate::translate::Translated;
     let in_a = workload::read_cluster(&a.bootstrap_servers(), topic, partitions)?;
     let in_b = workload::read_cluster(&b.bootstrap_servers(), topic, partitions)?;
-    let mirror = proxy.shared().mirror();
-    let mut identical = true;
-    let mut total = 0;
+    let shared = proxy.shared();
+    let segments = |from: ClusterName, partition: i32| {
+        shared
+            .mirror_from(from)
+            .and_then(|m| m.translation().partition(topic, partition))
+    };
+    // "a" in a translation table is the cluster mirrored from.
+    let maps = |segments: &Option<crate::translate::PartitionSegments>, from: i64, to: i64| {
+        segments
+            .as_ref()
+            .is_some_and(|s| s.contains_a(from) && s.a_to_b(from) == Translated::Offset(to))
+    };
+    let mut check = MirrorCheck {
+        identical: true,
+        ..MirrorCheck::default()
+    };
     for partition in 0..partitions {
         let (left, right) = (&in_a[&partition], &in_b[&partition]);
-        total += right.len();
-        let same = |x: &workload::StoredRecord, y: &workload::StoredRecord| {
-            (&x.key, &x.value, &x.headers, x.timestamp)
-                == (&y.key, &y.value, &y.headers, y.timestamp)
-        };
-        let segments = mirror.and_then(|m| m.translation().partition(topic, partition));
-        identical &= left.len() == right.len()
-            && left.iter().zip(right).all(|(x, y)| {
-                same(x, y)
-                    && segments
-                        .as_ref()
-                        .is_some_and(|s| s.a_to_b(x.offset) == Translated::Offset(y.offset))
-            });
+        check.records_in_a += left.len();
+        check.records_in_b += right.len();
+        check.identical &= left.len() == right.len();
+        let (a_to_b, b_to_a) = (
+            segments(ClusterName::A, partition),
+            segments(ClusterName::B, partition),
+        );
+        for (x, y) in left.iter().zip(right) {
+            let same = (&x.key, &x.value, &x.headers, x.timestamp)
+                == (&y.key, &y.value, &y.headers, y.timestamp);
+            if maps(&a_to_b, x.offset, y.offset) {
+                check.written_to_a += 1;
+            } else if maps(&b_to_a, y.offset, x.offset) {
+                check.written_to_b += 1;
+            } else {
+                check.identical = false;
+            }
+            check.identical &= same;
+        }
     }
-    Ok((total, identical))
+    Ok(check)
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -198,36 +429,91 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 
 pub fn print_report(report: &DemoReport) {
     let i = &report.integrity;
+    let f = &report.flip;
+    let w = &report.ack_wait;
+    let m = &report.mirror;
     println!();
     println!("integrity report");
+    println!(
+        "  traffic               {} idempotent producers ({}-record rounds, {} ms apart), \
+         consumer group {GROUP}, sync mirroring",
+        report.producers,
+        ROUND,
+        PAUSE.as_millis()
+    );
     println!("  records produced      {}", report.records);
-    println!("  acknowledged          {}", i.acknowledged);
+    println!(
+        "  acknowledged          {} ({} before the flip, {} during it, {} after it)",
+        i.acknowledged,
+        report.acknowledged_before_flip,
+        report.acknowledged_during_flip,
+        report.acknowledged_after_flip
+    );
     println!("  consumed              {}", i.consumed);
     println!("  lost                  {}", i.lost);
-    println!("  duplicates            {}", i.duplicates);
-    println!("  order violations      {}", i.order_violations);
-    println!("  mirrored into B       {}", report.mirrored_records);
+    println!(
+        "  duplicates            {} (read again after the flip: read on A, not yet committed)",
+        i.duplicates
+    );
+    println!(
+        "  order violations      {} (per key {}, per partition {})",
+        i.order_violations, i.key_order_violations, i.partition_order_violations
+    );
+    let outcome = match f.outcome {
+        crate::cutover::flip::Outcome::Flipped => "flipped",
+        crate::cutover::flip::Outcome::Refused => "REFUSED",
+        crate::cutover::flip::Outcome::Aborted => "ABORTED",
+    };
+    println!(
+        "  flip                  {outcome} {} -> {} in {} ms (Produce and joins held {} ms)",
+        f.from, f.to, f.duration_ms, f.fenced_ms
+    );
+    if !f.steps.is_empty() {
+        let steps: Vec<String> = f
+            .steps
+            .iter()
+            .map(|s| format!("{} {} ms", s.step, s.ms))
+            .collect();
+        println!("    steps               {}", steps.join(", "));
+    }
+    for reason in &f.reasons {
+        println!("    reason              {reason}");
+    }
+    let stats = |s: &workload::AckStats| {
+        format!(
+            "max {:.0} ms, p99 {:.0} ms, p50 {:.1} ms over {} records",
+            s.max_ms, s.p99_ms, s.p50_ms, s.records
+        )
+    };
+    println!("  producer ack wait     {}", stats(&w.all));
+    println!("    waiting in the flip {}", stats(&w.during));
+    println!("    the rest            {}", stats(&w.outside));
+    println!("  clients ended on      cluster {}", report.ended_on);
+    println!(
+        "  records in A / B      {} / {} ({} written to A and mirrored to B, {} written to B \
+         and mirrored back to A)",
+        m.records_in_a, m.records_in_b, m.written_to_a, m.written_to_b
+    );
     println!(
         "  B identical to A      {} (byte-equal, same order, every offset translated)",
-        if report.mirror_identical { "yes" } else { "NO" }
+        if m.identical { "yes" } else { "NO" }
     );
-    println!("  produce time          {:.2} s", report.produce_seconds);
-    println!("  consume time          {:.2} s", report.consume_seconds);
+    println!(
+        "  traffic time          {:.2} s (consumer done {:.2} s after the last acknowledgement)",
+        report.traffic_seconds, report.consume_tail_seconds
+    );
     println!(
         "  brokers clients saw   {} (real brokers among them: {})",
         report.brokers_seen_by_clients.join(", "),
         report.real_brokers_leaked
     );
-    println!(
-        "  verdict               {}",
-        if i.is_clean()
-            && report.real_brokers_leaked == 0
-            && i.acknowledged == report.records
-            && report.mirror_identical
-        {
-            "PASS"
-        } else {
-            "FAIL"
+    let failures = report.failures();
+    if failures.is_empty() {
+        println!("  verdict               PASS");
+    } else {
+        println!("  verdict               FAIL");
+        for failure in failures {
+            println!("    {failure}");
         }
-    );
+    }
 }

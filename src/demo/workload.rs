@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -41,6 +42,99 @@ pub struct ProduceSpec {
     pub settings: Vec<(String, String)>,
     /// Counts acknowledged records as they arrive.
     pub progress: Option<Arc<AtomicUsize>>,
+    /// Notes, per acknowledged record, when it was sent and how long its
+    /// acknowledgement took.
+    pub latency: Option<Arc<AckLatencies>>,
+}
+
+/// One acknowledged record's wait: sent at `sent`, acknowledged `waited`
+/// later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckLatency {
+    pub sent: Instant,
+    pub waited: Duration,
+}
+
+impl AckLatency {
+    pub fn acked(&self) -> Instant {
+        self.sent + self.waited
+    }
+}
+
+/// Acknowledgement latencies of one or more producers, shared between
+/// them.
+#[derive(Debug, Default)]
+pub struct AckLatencies {
+    samples: std::sync::Mutex<Vec<AckLatency>>,
+}
+
+impl AckLatencies {
+    pub fn record(&self, sample: AckLatency) {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sample);
+    }
+
+    /// Everything recorded so far, in no particular order.
+    pub fn samples(&self) -> Vec<AckLatency> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// How long acknowledgements took, over a set of records (milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AckStats {
+    pub records: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl AckStats {
+    pub fn of<'a>(samples: impl IntoIterator<Item = &'a AckLatency>) -> AckStats {
+        let mut waits: Vec<Duration> = samples.into_iter().map(|s| s.waited).collect();
+        waits.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // Nearest rank: the smallest wait at least `q` of the records beat.
+        let at = |q: f64| {
+            let rank = ((q * waits.len() as f64).ceil() as usize).clamp(1, waits.len());
+            ms(waits[rank - 1])
+        };
+        if waits.is_empty() {
+            return AckStats::default();
+        }
+        AckStats {
+            records: waits.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: ms(waits[waits.len() - 1]),
+        }
+    }
+}
+
+/// Acknowledgement waits of a run, split by whether a record was waiting
+/// at some moment of a window (a flip): sent before the window ended and
+/// acknowledged after it began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AckStalls {
+    pub all: AckStats,
+    pub during: AckStats,
+    pub outside: AckStats,
+}
+
+impl AckStalls {
+    pub fn split(samples: &[AckLatency], from: Instant, to: Instant) -> AckStalls {
+        let overlaps = |s: &&AckLatency| s.sent <= to && s.acked() >= from;
+        AckStalls {
+            all: AckStats::of(samples),
+            during: AckStats::of(samples.iter().filter(overlaps)),
+            outside: AckStats::of(samples.iter().filter(|s| !overlaps(s))),
+        }
+    }
 }
 
 impl ProduceSpec {
@@ -56,6 +150,7 @@ impl ProduceSpec {
             pause: Duration::ZERO,
             settings: Vec::new(),
             progress: None,
+            latency: None,
         }
     }
 
@@ -131,7 +226,10 @@ async fn produce_range(
     range: std::ops::Range<usize>,
     acked: &mut Vec<RecordRef>,
 ) -> anyhow::Result<()> {
-    let mut futures = Vec::with_capacity(range.len());
+    // Deliveries are polled together and handed back in send order: each
+    // one's wait ends when its acknowledgement arrives, not when the ones
+    // before it have been looked at.
+    let mut deliveries = futures::stream::FuturesOrdered::new();
     for i in range {
         let key = format!("{}-{}", spec.key_prefix, i % spec.keys);
         let seq = (i / spec.keys) as u64;
@@ -147,11 +245,19 @@ async fn produce_range(
         let delivery = producer
             .send_result(record)
             .map_err(|(e, _)| anyhow::anyhow!("enqueue failed: {e}"))?;
-        futures.push((key, seq, delivery));
+        let sent = Instant::now();
+        deliveries.push_back(async move {
+            let outcome = delivery.await;
+            let waited = sent.elapsed();
+            (key, seq, outcome, AckLatency { sent, waited })
+        });
     }
-    for (key, seq, delivery) in futures {
-        match delivery.await {
+    while let Some((key, seq, outcome, latency)) = deliveries.next().await {
+        match outcome {
             Ok(Ok(d)) => {
+                if let Some(recorder) = &spec.latency {
+                    recorder.record(latency);
+                }
                 acked.push(RecordRef {
                     key,
                     seq,
@@ -309,8 +415,15 @@ pub struct IntegrityReport {
     pub duplicates: usize,
     /// Consumed but never acknowledged (possible after a produce timeout).
     pub unacknowledged_consumed: usize,
-    /// A key's sequence went backwards, or a partition's offsets did.
+    /// A key's sequence went backwards, or a partition's offsets did: the
+    /// sum of the two counts below.
     pub order_violations: usize,
+    /// First deliveries whose key's sequence number was not above the
+    /// previous one of that key.
+    pub key_order_violations: usize,
+    /// First deliveries whose offset was not above the previous one of that
+    /// partition.
+    pub partition_order_violations: usize,
 }
 
 impl IntegrityReport {
@@ -342,17 +455,18 @@ pub fn check(acked: &[RecordRef], consumed: &[RecordRef]) -> IntegrityReport {
         }
         if let Some(&previous) = last_seq.get(record.key.as_str()) {
             if record.seq <= previous {
-                report.order_violations += 1;
+                report.key_order_violations += 1;
             }
         }
         last_seq.insert(&record.key, record.seq);
         if let Some(&previous) = last_offset.get(&record.partition) {
             if record.offset <= previous {
-                report.order_violations += 1;
+                report.partition_order_violations += 1;
             }
         }
         last_offset.insert(record.partition, record.offset);
     }
+    report.order_violations = report.key_order_violations + report.partition_order_violations;
     report.lost = acked_set
         .iter()
         .filter(|id| !seen.contains_key(*id))
@@ -468,6 +582,8 @@ mod tests {
             report.order_violations, 2,
             "a went backwards in seq and offset"
         );
+        assert_eq!(report.key_order_violations, 1);
+        assert_eq!(report.partition_order_violations, 1);
         assert!(!report.is_clean());
     }
 }

@@ -701,6 +701,136 @@ mod tests {
     }
 
     #[test]
+    fn group_and_member_are_found_in_every_version() {
+        use kafka_protocol::messages::leave_group_request::MemberIdentity;
+        use kafka_protocol::messages::{
+            HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
+            OffsetFetchRequest, SyncGroupRequest,
+        };
+        let group = || StrBytes::from_static_str("billing").into();
+        let member = || StrBytes::from_static_str("member-7");
+        let expect = |payload: Vec<u8>, member: &str| {
+            let header = peek_request(&payload).unwrap();
+            let found = group_member(&payload, &header).unwrap().unwrap();
+            assert_eq!(
+                found.group, "billing",
+                "{:?} v{}",
+                header.api_key, header.api_version
+            );
+            assert_eq!(
+                found.member, member,
+                "{:?} v{}",
+                header.api_key, header.api_version
+            );
+        };
+        for v in 0..=9 {
+            let body = JoinGroupRequest::default()
+                .with_group_id(group())
+                .with_member_id(member());
+            expect(
+                encode_request(ApiKey::JoinGroup, v, 1, Some("c"), &body),
+                "member-7",
+            );
+        }
+        for v in 0..=5 {
+            let body = SyncGroupRequest::default()
+                .with_group_id(group())
+                .with_member_id(member());
+            expect(
+                encode_request(ApiKey::SyncGroup, v, 1, Some("c"), &body),
+                "member-7",
+            );
+        }
+        for v in 0..=4 {
+            let body = HeartbeatRequest::default()
+                .with_group_id(group())
+                .with_member_id(member());
+            expect(
+                encode_request(ApiKey::Heartbeat, v, 1, Some("c"), &body),
+                "member-7",
+            );
+        }
+        // The protocol crate encodes OffsetCommit from v2.
+        for v in 2..=9 {
+            let body = OffsetCommitRequest::default()
+                .with_group_id(group())
+                .with_member_id(member());
+            expect(
+                encode_request(ApiKey::OffsetCommit, v, 1, Some("c"), &body),
+                "member-7",
+            );
+        }
+        for v in 0..=5 {
+            let body = if v >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(group())
+                    .with_members(vec![MemberIdentity::default().with_member_id(member())])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(group())
+                    .with_member_id(member())
+            };
+            expect(
+                encode_request(ApiKey::LeaveGroup, v, 1, Some("c"), &body),
+                "member-7",
+            );
+        }
+        for v in 1..=7 {
+            let body = OffsetFetchRequest::default().with_group_id(group());
+            expect(
+                encode_request(ApiKey::OffsetFetch, v, 1, Some("c"), &body),
+                "",
+            );
+        }
+    }
+
+    #[test]
+    fn offset_commit_partitions_in_every_version() {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::OffsetCommitRequest;
+        for v in 2..=9 {
+            let topic = |name: &'static str, partitions: &[i32]| {
+                OffsetCommitRequestTopic::default()
+                    .with_name(StrBytes::from_static_str(name).into())
+                    .with_partitions(
+                        partitions
+                            .iter()
+                            .map(|&p| {
+                                OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(1000 + i64::from(p))
+                                    .with_committed_metadata(Some(StrBytes::from_static_str("m")))
+                            })
+                            .collect(),
+                    )
+            };
+            let body = OffsetCommitRequest::default()
+                .with_group_id(StrBytes::from_static_str("g").into())
+                .with_member_id(StrBytes::from_static_str("m-1"))
+                .with_topics(vec![topic("orders", &[0, 3]), topic("audit", &[1])]);
+            let payload = encode_request(ApiKey::OffsetCommit, v, 1, Some("c"), &body);
+            let header = peek_request(&payload).unwrap();
+            assert_eq!(
+                offset_commit_partitions(&payload, &header).unwrap(),
+                vec![
+                    ("orders".to_owned(), vec![0, 3]),
+                    ("audit".to_owned(), vec![1])
+                ],
+                "v{v}"
+            );
+            // A count larger than the frame is refused, not allocated.
+            let mut truncated = payload.clone();
+            truncated.truncate(payload.len() - 3);
+            assert!(
+                offset_commit_partitions(&truncated, &header).is_err(),
+                "v{v}"
+            );
+        }
+    }
+
+    #[test]
     fn join_group_wait_is_found() {
         use kafka_protocol::messages::JoinGroupRequest;
         for version in 0..=9 {

@@ -310,6 +310,9 @@ impl Connection {
                 return Ok(Gate::Pass(None));
             }
             if self.moved.is_cancelled() {
+                if let Some(m) = &member {
+                    self.shared.members.set_parked(m, false);
+                }
                 return Ok(Gate::Moved);
             }
             if !counted {
