@@ -49,6 +49,9 @@ pub struct GroupSettled {
     pub carried: usize,
     /// Not translatable (forced flips only).
     pub untranslatable: Vec<String>,
+    /// Where the group resumes on the new primary: "topic-partition" →
+    /// offset.
+    pub offsets: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -339,6 +342,10 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
             committed: translated.len() - carry.len(),
             carried: carry.len(),
             untranslatable,
+            offsets: translated
+                .iter()
+                .map(|((t, p), o)| (format!("{t}-{p}"), *o))
+                .collect(),
         });
         carries.push((group, carry));
     }
