@@ -59,6 +59,29 @@ pub fn summarize_status(json: &serde_json::Value) -> String {
         text(&json["virtual_cluster_id"]),
         json["client_connections"]
     ));
+    let cutover = &json["cutover"];
+    if cutover.is_object() {
+        out.push_str(&format!(
+            "started on        {}{}\n",
+            text(&cutover["home"]),
+            if cutover["fenced"] == true {
+                " (a flip is running: Produce and JoinGroup are held)"
+            } else {
+                ""
+            }
+        ));
+        let last = &cutover["last_flip"];
+        if last.is_object() {
+            out.push_str(&format!(
+                "last flip         {} {} -> {}: {} in {} ms\n",
+                text(&last["direction"]),
+                text(&last["from"]),
+                text(&last["to"]),
+                text(&last["outcome"]),
+                last["duration_ms"]
+            ));
+        }
+    }
     if let Some(brokers) = json["virtual_brokers"].as_array() {
         out.push_str("virtual brokers\n");
         for b in brokers {

@@ -218,5 +218,40 @@ async fn status_command_prints_route_mirror_and_readiness() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("401"), "{stderr}");
+
+    // The operator commands: finalize before a flip and rollback on A are
+    // refused with the reason; flip moves the route; status shows it.
+    let run = |args: &'static [&'static str]| {
+        let admin = admin.clone();
+        async move {
+            let mut all = args.to_vec();
+            all.extend(["--admin", &admin, "--token", "t0ken"]);
+            let output = Command::new(BIN).args(&all).output().await.unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            (output.status.success(), text)
+        }
+    };
+    let (ok, text) = run(&["finalize"]).await;
+    assert!(!ok && text.contains("finalize follows a flip"), "{text}");
+    let (ok, text) = run(&["rollback"]).await;
+    assert!(!ok && text.contains("nothing to roll back"), "{text}");
+    let (ok, text) = run(&["flip"]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("flip a -> b: flipped"), "{text}");
+    for step in ["fence", "drain", "settle", "switch", "unfence"] {
+        assert!(text.contains(step), "{step} missing: {text}");
+    }
+    let (ok, text) = run(&["status"]).await;
+    assert!(ok && text.contains("primary           b"), "{text}");
+    assert!(
+        text.contains("last flip         flip a -> b: flipped"),
+        "{text}"
+    );
+    let (ok, text) = run(&["finalize"]).await;
+    assert!(ok && text.contains("mirroring is off"), "{text}");
     harness.stop().await;
 }
