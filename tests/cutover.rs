@@ -599,3 +599,73 @@ async fn a_flip_while_b_is_down_or_failing_leaves_clients_on_a() {
     assert_eq!(status, 200, "{report:#}");
     harness.stop().await;
 }
+
+/// Sequences are contiguous under one producer id: a broker that checks
+/// them takes each batch in order and refuses a retry of any of them as a
+/// duplicate.
+fn assert_one_contiguous_producer(batches: &[switchyard::protocol::batch::BatchHeader]) -> i64 {
+    let first = batches.first().expect("batches stored");
+    let mut next = first.base_sequence;
+    for b in batches {
+        assert_eq!(
+            (b.producer_id, b.producer_epoch),
+            (first.producer_id, first.producer_epoch),
+            "one producer id for the whole partition: {batches:?}"
+        );
+        assert_eq!(b.base_sequence, next, "contiguous sequences: {batches:?}");
+        next += b.records_count;
+    }
+    first.producer_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_keeps_one_sequence_across_the_flip_in_both_clusters() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let a = start_cluster(3, &[("ledger", 1)]).unwrap();
+    let b = start_cluster(3, &[("ledger", 1)]).unwrap();
+    let harness = start_proxy(&a, Some(&b)).await;
+    let admin = harness.proxy.admin_addr();
+    enable_sync(admin).await;
+    let producer: FutureProducer = workload::producer_config(&harness.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let send = |n: usize| {
+        let producer = producer.clone();
+        async move {
+            for i in 0..n {
+                let value = format!("record-{i}");
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to("ledger").payload(&value),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .expect("acknowledged");
+            }
+        }
+    };
+    send(20).await;
+    let (status, report) = flip(admin, "/flip", "").await;
+    assert_eq!(status, 200, "{report:#}");
+    // The same producer instance (same producer id from A, sequences
+    // continuing) now writes to B.
+    send(20).await;
+    producer.flush(Duration::from_secs(10)).unwrap();
+    wait_for_mirror_lag_zero(admin).await;
+
+    // B: the mirror's batches and the client's own after the flip share the
+    // producer id the mirror uses for this client, sequences unbroken.
+    let in_b = stored_batches(&b.bootstrap_servers(), "ledger", 0).await;
+    let in_a = stored_batches(&a.bootstrap_servers(), "ledger", 0).await;
+    assert_eq!(in_b.iter().map(|h| h.records_count).sum::<i32>(), 40);
+    assert_eq!(in_a.iter().map(|h| h.records_count).sum::<i32>(), 40);
+    let b_id = assert_one_contiguous_producer(&in_b);
+    // A: written back under the client's own id, continuing its sequences,
+    // ready for a rollback.
+    let a_id = assert_one_contiguous_producer(&in_a);
+    assert_ne!(a_id, b_id, "B's id is the mirror's, not the client's");
+    assert_eq!(in_a[0].base_sequence, 0);
+    harness.stop().await;
+}

@@ -223,3 +223,56 @@ pub fn metric_value(metrics: &str, name: &str, parts: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Every record batch header of `topic`-`partition` as a cluster stores it
+/// (producer id, epoch, sequence), read with a plain Fetch v4 from whichever
+/// broker leads the partition.
+pub async fn stored_batches(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> Vec<switchyard::protocol::batch::BatchHeader> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::Decodable;
+    use switchyard::protocol::batch;
+    'brokers: for addr in bootstrap.split(',') {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(64 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(64 << 20)])]);
+            let Some(mut body) = exchange(&mut stream, ApiKey::Fetch, 4, 1, &request).await else {
+                continue 'brokers;
+            };
+            let response = FetchResponse::decode(&mut body, 4).unwrap();
+            let data = &response.responses[0].partitions[0];
+            if data.error_code != 0 {
+                continue 'brokers; // not the leader
+            }
+            let records = data.records.clone().unwrap_or_default();
+            let batches = batch::split_batches(&records).unwrap();
+            if batches.is_empty() || offset >= data.high_watermark {
+                return out;
+            }
+            for b in &batches {
+                let header = batch::read_header(b).unwrap();
+                offset = header.base_offset + i64::from(header.last_offset_delta) + 1;
+                out.push(header);
+            }
+        }
+    }
+    panic!("no broker of {bootstrap} leads {topic}-{partition}");
+}
