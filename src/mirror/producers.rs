@@ -162,6 +162,11 @@ impl ProducerMap {
             .map(|(&client, _)| client)
     }
 
+    /// Whether a client producer with this id (any epoch) is mapped.
+    pub fn has_client_id(&self, id: i64) -> bool {
+        self.lock().mapped.keys().any(|(client, _)| *client == id)
+    }
+
     /// Where `client`'s sequences started on this partition, if known.
     pub fn known_first_sequence(
         &self,

@@ -391,6 +391,36 @@ pub fn join_group_wait_ms(payload: &[u8], header: &RequestHeaderPeek) -> Result<
         .ok_or_else(|| malformed("no rebalance timeout"))
 }
 
+/// Whether an InitProducerId request asks for a fresh idempotent producer
+/// id: no transactional id and no existing producer id (v3+ may carry one
+/// to bump its epoch).
+pub fn wants_fresh_producer_id(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<bool, PeekError> {
+    let v = header.api_version;
+    let malformed = |reason| PeekError::MalformedBody {
+        api: ApiKey::InitProducerId,
+        version: v,
+        reason,
+    };
+    let mut c = Cursor::new(payload, header.body_offset);
+    let transactional_id = if v >= 2 {
+        c.compact_nullable_string()
+    } else {
+        c.nullable_string()
+    }
+    .ok_or_else(|| malformed("transactional id runs past the frame"))?;
+    c.i32().ok_or_else(|| malformed("no transaction timeout"))?;
+    let producer_id = if v >= 3 {
+        let bytes = c.take(8).ok_or_else(|| malformed("no producer id"))?;
+        i64::from_be_bytes(bytes.try_into().expect("8 bytes"))
+    } else {
+        -1
+    };
+    Ok(transactional_id.is_none() && producer_id < 0)
+}
+
 /// The group and member a group request speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRequest {
@@ -827,6 +857,32 @@ mod tests {
                 offset_commit_partitions(&truncated, &header).is_err(),
                 "v{v}"
             );
+        }
+    }
+
+    #[test]
+    fn fresh_producer_id_requests_are_recognised() {
+        use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
+        for v in 0..=5 {
+            let fresh = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_producer_id(ProducerId(-1));
+            let payload = encode_request(ApiKey::InitProducerId, v, 1, Some("c"), &fresh);
+            let header = peek_request(&payload).unwrap();
+            assert!(wants_fresh_producer_id(&payload, &header).unwrap(), "v{v}");
+            let transactional = fresh
+                .clone()
+                .with_transactional_id(Some(StrBytes::from_static_str("tx").into()));
+            let payload = encode_request(ApiKey::InitProducerId, v, 1, Some("c"), &transactional);
+            assert!(!wants_fresh_producer_id(&payload, &header).unwrap(), "v{v}");
+            if v >= 3 {
+                let bump = fresh
+                    .clone()
+                    .with_producer_id(ProducerId(7))
+                    .with_producer_epoch(1);
+                let payload = encode_request(ApiKey::InitProducerId, v, 1, Some("c"), &bump);
+                assert!(!wants_fresh_producer_id(&payload, &header).unwrap(), "v{v}");
+            }
         }
     }
 

@@ -389,3 +389,51 @@ impl Submitted {
             })
     }
 }
+
+/// Whether producer ids issued by the other cluster are mapped to ids of
+/// `cluster` (after a flip).
+pub(super) fn foreign_ids_in_use(shared: &Shared, cluster: ClusterName) -> bool {
+    shared
+        .mirror_from(cluster.other())
+        .is_some_and(|m| !m.producer_map().is_empty())
+}
+
+/// Answers a client's InitProducerId with a fresh id from `cluster` that is
+/// not also an id of the other cluster's producers mapped here.
+pub(super) async fn fresh_producer_id(
+    shared: &Shared,
+    cluster: ClusterName,
+    header: &RequestHeaderPeek,
+) -> Result<Bytes, String> {
+    use kafka_protocol::messages::{InitProducerIdResponse, ProducerId};
+    let client = shared
+        .mirror_from(cluster)
+        .map(|m| m.source())
+        .ok_or("no cluster client")?;
+    let foreign = shared
+        .mirror_from(cluster.other())
+        .map(|m| m.producer_map())
+        .ok_or("no producer map")?;
+    for _ in 0..16 {
+        let (id, epoch) = client.init_producer_id().await.map_err(|e| e.to_string())?;
+        if foreign.mapped((id, epoch)).is_some() || foreign.has_client_id(id) {
+            tracing::info!(%cluster, id, "fresh producer id collides with one from the other cluster; asking again");
+            continue;
+        }
+        let response = InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch);
+        let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+        let header_version = ApiKey::InitProducerId.response_header_version(header.api_version);
+        return rewrite::encode(
+            &response_header,
+            header_version,
+            &response,
+            header.api_version,
+        )
+        .map_err(|e| e.to_string());
+    }
+    Err(format!(
+        "cluster {cluster} kept issuing producer ids already in use"
+    ))
+}

@@ -50,6 +50,11 @@ enum Pending {
     RawToken { sent_at: Instant },
     /// An answer the proxy makes itself.
     Local(Bytes),
+    /// An answer the proxy is still making (it asks a cluster first).
+    Deferred {
+        done: tokio::sync::oneshot::Receiver<Result<Bytes, String>>,
+        sent_at: Instant,
+    },
 }
 
 struct Connection {
@@ -440,6 +445,28 @@ impl Connection {
                 None,
                 None,
             ),
+            ApiKey::InitProducerId
+                if produce::foreign_ids_in_use(&self.shared, self.cluster)
+                    && header::wants_fresh_producer_id(payload, &header).map_err(bad_body)? =>
+            {
+                // Ids the other cluster issued are mapped here: a fresh id
+                // must not be one of them, or its batches would be taken
+                // for another producer's.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let shared = self.shared.clone();
+                let (cluster, header) = (self.cluster, header);
+                tokio::spawn(async move {
+                    let _ = tx.send(produce::fresh_producer_id(&shared, cluster, &header).await);
+                });
+                return Ok(Step {
+                    forward: false,
+                    replacement: None,
+                    pending: Some(Pending::Deferred {
+                        done: rx,
+                        sent_at: Instant::now(),
+                    }),
+                });
+            }
             _ => (true, 0, None, None),
         };
         Ok(Step {
@@ -571,6 +598,12 @@ async fn return_responses(
                 },
             },
             Some(Pending::Local(bytes)) => held.push_back(Outgoing::Bytes(bytes)),
+            Some(entry @ Pending::Deferred { .. }) => {
+                let outgoing = connection
+                    .answer(entry, &mut reader, None, request_timeout)
+                    .await?;
+                held.push_back(outgoing);
+            }
             Some(entry) => {
                 let deadline = entry.deadline(request_timeout);
                 let buffered = tokio::select! {
@@ -607,6 +640,7 @@ impl Pending {
                 sent_at, held_for, ..
             } => *sent_at + request_timeout + *held_for,
             Pending::RawToken { sent_at } => *sent_at + request_timeout,
+            Pending::Deferred { sent_at, .. } => *sent_at + request_timeout,
             Pending::Local(_) => Instant::now(),
         }
     }
@@ -626,6 +660,24 @@ impl Connection {
         let shared = &self.shared;
         match entry {
             Pending::Local(bytes) => Ok(Outgoing::Bytes(bytes)),
+            Pending::Deferred { done, sent_at } => {
+                let deadline = sent_at + request_timeout;
+                match tokio::time::timeout_at(deadline.into(), done).await {
+                    Ok(Ok(Ok(bytes))) => Ok(Outgoing::Bytes(bytes)),
+                    Ok(Ok(Err(reason))) => Err(SessionError::Upstream {
+                        cluster: self.cluster,
+                        addr: self.upstream_addr.clone(),
+                        reason,
+                    }),
+                    _ => Err(SessionError::UpstreamTimeout {
+                        cluster: self.cluster,
+                        addr: self.upstream_addr.clone(),
+                        api: "InitProducerId",
+                        correlation_id: -1,
+                        waited_ms: request_timeout.as_millis() as u64,
+                    }),
+                }
+            }
             Pending::RawToken { sent_at } => {
                 // Bare SASL tokens carry no correlation id and are small.
                 let next = self
