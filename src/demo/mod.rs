@@ -79,7 +79,7 @@ pub fn real_broker_addresses(clusters: &[&Cluster]) -> Vec<String> {
         .collect()
 }
 
-/// How the demo's traffic is shaped.
+// The demo's traffic.
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
 const GROUP: &str = "demo-group";
@@ -109,7 +109,8 @@ pub struct DemoReport {
     /// The cluster clients were served by at the end.
     pub ended_on: crate::config::ClusterName,
     /// How long producers waited for acknowledgements: over the whole run,
-    /// for records waiting at some moment of the flip, and for the rest.
+    /// while clients were connecting, for records waiting at some moment
+    /// of the flip, and for the rest.
     pub ack_wait: workload::AckStalls,
     pub mirror: MirrorCheck,
     /// Seconds from the first record sent to the last acknowledged.
@@ -232,7 +233,6 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
     );
 
     // The consumer group first: it reads everything from the beginning.
-    let produced = Arc::new(AtomicUsize::new(0));
     let consumed = Arc::new(AtomicUsize::new(0));
     let target = Arc::new(AtomicUsize::new(0));
     let consumer = {
@@ -263,12 +263,17 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
     );
 
     let latencies = Arc::new(AckLatencies::default());
+    let per_producer: Vec<Arc<AtomicUsize>> = PRODUCERS
+        .iter()
+        .map(|_| Arc::new(AtomicUsize::new(0)))
+        .collect();
     let started = Instant::now();
     let producers: Vec<_> = PRODUCERS
         .iter()
+        .zip(&per_producer)
         .enumerate()
-        .map(|(n, (prefix, compression))| {
-            // Producer n sends records n, n + P, n + 2P, ... of the total.
+        .map(|(n, ((prefix, compression), progress))| {
+            // An even share each; the first producers take the remainder.
             let share = records / PRODUCERS.len() + usize::from(n < records % PRODUCERS.len());
             let spec = ProduceSpec {
                 compression,
@@ -277,7 +282,7 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
                 key_prefix: (*prefix).to_owned(),
                 batch: ROUND,
                 pause: PAUSE,
-                progress: Some(produced.clone()),
+                progress: Some(progress.clone()),
                 latency: Some(latencies.clone()),
                 ..ProduceSpec::new(TOPIC, share)
             }
@@ -287,19 +292,30 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
         })
         .collect();
 
+    let produced = || -> usize { per_producer.iter().map(|p| p.load(Ordering::Relaxed)).sum() };
+    // Warm-up: until every producer has its first round acknowledged, the
+    // clients are still connecting and looking up metadata, and the mirror
+    // is starting its per-partition writers.
+    wait_until(JOIN_LIMIT, "every producer's first acknowledgement", || {
+        per_producer
+            .iter()
+            .all(|p| p.load(Ordering::Relaxed) >= ROUND)
+    })
+    .await?;
+    let steady = Instant::now();
     // The flip, once half the records are acknowledged and the consumer is
     // reading.
     let half = records / 2;
     wait_until(TRAFFIC_LIMIT, "half the records to be acknowledged", || {
-        produced.load(Ordering::Relaxed) >= half && consumed.load(Ordering::Relaxed) > 0
+        produced() >= half && consumed.load(Ordering::Relaxed) > 0
     })
     .await?;
-    let acknowledged_before_flip = produced.load(Ordering::Relaxed);
+    let acknowledged_before_flip = produced();
     println!("flipping to cluster B with {acknowledged_before_flip} records acknowledged ...");
     let flip_started = Instant::now();
     let flip = flip::run(&shared, Direction::Flip, false).await;
     let flip_ended = Instant::now();
-    let acknowledged_at_flip_end = produced.load(Ordering::Relaxed);
+    let acknowledged_at_flip_end = produced();
     println!(
         "flip {:?} in {} ms; traffic carries on against cluster {}",
         flip.outcome,
@@ -327,7 +343,7 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
     let leaked = seen.iter().filter(|a| real.contains(a)).count();
     let mirror = compare_clusters(&proxy, &cluster_a, &cluster_b, TOPIC, PARTITIONS)?;
     let ended_on = shared.primary();
-    let ack_wait = AckStalls::split(&latencies.samples(), flip_started, flip_ended);
+    let ack_wait = AckStalls::split(&latencies.samples(), steady, (flip_started, flip_ended));
     proxy.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&state);
     Ok(DemoReport {
@@ -488,6 +504,10 @@ pub fn print_report(report: &DemoReport) {
     println!("  producer ack wait     {}", stats(&w.all));
     println!("    waiting in the flip {}", stats(&w.during));
     println!("    the rest            {}", stats(&w.outside));
+    println!(
+        "    warm-up             {} (first round of each producer, while connecting)",
+        stats(&w.warm_up)
+    );
     println!("  clients ended on      cluster {}", report.ended_on);
     println!(
         "  records in A / B      {} / {} ({} written to A and mirrored to B, {} written to B \
@@ -515,5 +535,71 @@ pub fn print_report(report: &DemoReport) {
         for failure in failures {
             println!("    {failure}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterName;
+    use crate::cutover::flip::{Direction, FlipReport, Outcome};
+
+    fn passing() -> DemoReport {
+        DemoReport {
+            records: 100,
+            producers: 2,
+            acknowledged_before_flip: 50,
+            acknowledged_during_flip: 0,
+            acknowledged_after_flip: 50,
+            flip: FlipReport {
+                direction: Direction::Flip,
+                from: ClusterName::A,
+                to: ClusterName::B,
+                outcome: Outcome::Flipped,
+                forced: false,
+                reasons: Vec::new(),
+                steps: Vec::new(),
+                groups: Vec::new(),
+                duration_ms: 100,
+                fenced_ms: 90,
+            },
+            ended_on: ClusterName::B,
+            ack_wait: Default::default(),
+            mirror: MirrorCheck {
+                identical: true,
+                ..MirrorCheck::default()
+            },
+            traffic_seconds: 1.0,
+            consume_tail_seconds: 0.1,
+            brokers_seen_by_clients: Vec::new(),
+            real_brokers_leaked: 0,
+            integrity: IntegrityReport {
+                acknowledged: 100,
+                consumed: 104,
+                duplicates: 4,
+                ..IntegrityReport::default()
+            },
+        }
+    }
+
+    #[test]
+    fn duplicates_alone_pass_loss_reordering_or_no_flip_fail() {
+        let report = passing();
+        assert!(report.passed(), "{:?}", report.failures());
+
+        let mut lost = passing();
+        lost.integrity.lost = 1;
+        assert!(!lost.passed());
+
+        let mut reordered = passing();
+        reordered.integrity.order_violations = 1;
+        assert!(!reordered.passed());
+
+        let mut refused = passing();
+        refused.flip.outcome = Outcome::Refused;
+        refused.ended_on = ClusterName::A;
+        let failures = refused.failures();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].contains("flip did not happen"));
     }
 }

@@ -97,16 +97,17 @@ pub struct AckStats {
 impl AckStats {
     pub fn of<'a>(samples: impl IntoIterator<Item = &'a AckLatency>) -> AckStats {
         let mut waits: Vec<Duration> = samples.into_iter().map(|s| s.waited).collect();
+        if waits.is_empty() {
+            return AckStats::default();
+        }
         waits.sort_unstable();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        // Nearest rank: the smallest wait at least `q` of the records beat.
+        // Nearest rank: the smallest wait that `q` of the records did not
+        // exceed.
         let at = |q: f64| {
             let rank = ((q * waits.len() as f64).ceil() as usize).clamp(1, waits.len());
             ms(waits[rank - 1])
         };
-        if waits.is_empty() {
-            return AckStats::default();
-        }
         AckStats {
             records: waits.len(),
             p50_ms: at(0.50),
@@ -116,23 +117,28 @@ impl AckStats {
     }
 }
 
-/// Acknowledgement waits of a run, split by whether a record was waiting
-/// at some moment of a window (a flip): sent before the window ended and
-/// acknowledged after it began.
+/// Acknowledgement waits of a run: all of them, the warm-up (records sent
+/// while clients were still connecting), records waiting at some moment of
+/// a window (a flip: sent before it ended and acknowledged after it
+/// began), and the rest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct AckStalls {
     pub all: AckStats,
+    pub warm_up: AckStats,
     pub during: AckStats,
     pub outside: AckStats,
 }
 
 impl AckStalls {
-    pub fn split(samples: &[AckLatency], from: Instant, to: Instant) -> AckStalls {
-        let overlaps = |s: &&AckLatency| s.sent <= to && s.acked() >= from;
+    /// Records sent before `steady` are the warm-up; `window` is the flip.
+    pub fn split(samples: &[AckLatency], steady: Instant, window: (Instant, Instant)) -> AckStalls {
+        let warm = |s: &&AckLatency| s.sent < steady;
+        let overlaps = |s: &&AckLatency| !warm(s) && s.sent <= window.1 && s.acked() >= window.0;
         AckStalls {
             all: AckStats::of(samples),
+            warm_up: AckStats::of(samples.iter().filter(warm)),
             during: AckStats::of(samples.iter().filter(overlaps)),
-            outside: AckStats::of(samples.iter().filter(|s| !overlaps(s))),
+            outside: AckStats::of(samples.iter().filter(|s| !warm(s) && !overlaps(s))),
         }
     }
 }
