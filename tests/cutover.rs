@@ -24,6 +24,19 @@ async fn enable_sync(admin: std::net::SocketAddr) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Two 3-broker clusters holding the topic, switchyard in front, mirroring
+/// A to B in sync mode.
+async fn mirrored_pair(
+    adjust: impl FnOnce(&mut switchyard::Config),
+) -> (Cluster, Cluster, Harness) {
+    let topics = [(TOPIC, PARTITIONS)];
+    let a = start_cluster(3, &topics).unwrap();
+    let b = start_cluster(3, &topics).unwrap();
+    let harness = start_proxy_with(&a, Some(&b), adjust).await;
+    enable_sync(harness.proxy.admin_addr()).await;
+    (a, b, harness)
+}
+
 async fn primary(admin: std::net::SocketAddr) -> String {
     let (_, body) = http_get(admin, "/status").await;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -139,50 +152,6 @@ async fn wait_for(counter: &AtomicUsize, at_least: usize, what: &str) {
     .await;
 }
 
-/// Both clusters hold the same records per partition: the one the clients
-/// moved to has everything, and the mirror back keeps the other complete.
-fn assert_same_records(a: &Cluster, b: &Cluster, acked: &[RecordRef], exact: bool) -> usize {
-    let in_a = read_cluster(&a.bootstrap_servers(), TOPIC, PARTITIONS).unwrap();
-    let in_b = read_cluster(&b.bootstrap_servers(), TOPIC, PARTITIONS).unwrap();
-    let mut total = 0;
-    for partition in 0..PARTITIONS {
-        let content = |records: &Vec<StoredRecord>| -> Vec<_> {
-            records
-                .iter()
-                .map(|r| (r.key.clone(), r.value.clone(), r.headers.clone()))
-                .collect()
-        };
-        let (left, right) = (content(&in_a[&partition]), content(&in_b[&partition]));
-        assert_eq!(left.len(), right.len(), "{TOPIC}-{partition}: record count");
-        assert!(left == right, "{TOPIC}-{partition}: records differ");
-        total += left.len();
-    }
-    let stored: std::collections::HashSet<Vec<u8>> = in_b
-        .values()
-        .flatten()
-        .filter_map(|r| r.value.clone())
-        .collect();
-    for r in acked {
-        let value = workload::record_value(&r.key, r.seq);
-        assert!(
-            stored.contains(value.as_bytes()),
-            "{}#{} is not stored",
-            r.key,
-            r.seq
-        );
-    }
-    if exact {
-        // No client retried a write that had landed (the in-process
-        // cluster does not deduplicate idempotent producers).
-        assert_eq!(
-            total,
-            acked.len(),
-            "every acknowledged record is stored once"
-        );
-    }
-    total
-}
-
 /// The group's committed offsets on `cluster` are each partition's end: the
 /// consumer committed everything it read there.
 async fn assert_group_committed_to_end(cluster: &Cluster, name: ClusterName) {
@@ -248,12 +217,8 @@ fn per_key_order_kept(consumed: &[RecordRef]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flip_mid_stream_moves_producers_and_a_group_to_b_and_survives_a_restart() {
-    let topics = [(TOPIC, PARTITIONS)];
-    let a = start_cluster(3, &topics).unwrap();
-    let b = start_cluster(3, &topics).unwrap();
-    let harness = start_proxy(&a, Some(&b)).await;
+    let (a, b, harness) = mirrored_pair(|_| {}).await;
     let admin = harness.proxy.admin_addr();
-    enable_sync(admin).await;
 
     let traffic = start_traffic(
         &harness.proxy,
@@ -327,7 +292,7 @@ async fn flip_mid_stream_moves_producers_and_a_group_to_b_and_survives_a_restart
 
     // Everything after the flip was written to B (and mirrored back to A).
     wait_for_mirror_lag_zero(admin).await;
-    assert_same_records(&a, &b, &acked, true);
+    assert_same_records(&a, &b, TOPIC, PARTITIONS, &acked, true);
     assert_group_committed_to_end(&b, ClusterName::B).await;
     let (_, status) = http_get(admin, "/status").await;
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -357,31 +322,15 @@ async fn flip_mid_stream_moves_producers_and_a_group_to_b_and_survives_a_restart
     wait_for_mirror_lag_zero(proxy.admin_addr()).await;
     let mut all = acked.clone();
     all.extend(more.iter().cloned());
-    assert_same_records(&a, &b, &all, true);
-    let in_b = read_cluster(&b.bootstrap_servers(), TOPIC, PARTITIONS).unwrap();
-    for r in &more {
-        let stored = &in_b[&r.partition];
-        let at = stored
-            .iter()
-            .find(|s| s.offset == r.offset)
-            .unwrap_or_else(|| panic!("acknowledged offset {} not in B", r.offset));
-        assert_eq!(
-            at.value.as_deref(),
-            Some(workload::record_value(&r.key, r.seq).as_bytes()),
-            "the acknowledged offset is B's: the record was written to B"
-        );
-    }
+    assert_same_records(&a, &b, TOPIC, PARTITIONS, &all, true);
+    assert_acknowledged_at(&b, TOPIC, PARTITIONS, &more);
     proxy.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_after_a_flip_brings_everyone_back_to_a() {
-    let topics = [(TOPIC, PARTITIONS)];
-    let a = start_cluster(3, &topics).unwrap();
-    let b = start_cluster(3, &topics).unwrap();
-    let harness = start_proxy(&a, Some(&b)).await;
+    let (a, b, harness) = mirrored_pair(|_| {}).await;
     let admin = harness.proxy.admin_addr();
-    enable_sync(admin).await;
 
     let traffic = start_traffic(
         &harness.proxy,
@@ -466,7 +415,7 @@ async fn rollback_after_a_flip_brings_everyone_back_to_a() {
     // Client retries after a lost acknowledgement (sync waits that timed
     // out under load) are stored again: the in-process cluster does not
     // deduplicate idempotent producers. They stay rare.
-    let stored = assert_same_records(&a, &b, &acked, false);
+    let stored = assert_same_records(&a, &b, TOPIC, PARTITIONS, &acked, false);
     assert!(
         stored - acked.len() <= acked.len() / 100,
         "{stored} records stored for {} acknowledged",
@@ -481,16 +430,12 @@ async fn rollback_after_a_flip_brings_everyone_back_to_a() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flip_while_b_is_down_or_failing_leaves_clients_on_a() {
-    let topics = [(TOPIC, PARTITIONS)];
-    let a = start_cluster(3, &topics).unwrap();
-    let b = start_cluster(3, &topics).unwrap();
-    let harness = start_proxy_with(&a, Some(&b), |c| {
+    let (a, b, harness) = mirrored_pair(|c| {
         c.cutover.deadline_ms = 4000;
         c.cutover.group_wait_ms = 1000;
     })
     .await;
     let admin = harness.proxy.admin_addr();
-    enable_sync(admin).await;
     let bootstrap = harness.bootstrap();
     let first = workload::produce(
         &bootstrap,
@@ -593,7 +538,7 @@ async fn a_flip_while_b_is_down_or_failing_leaves_clients_on_a() {
     .unwrap();
     let integrity = check(&all, &consumed);
     assert_eq!(integrity.lost, 0, "{integrity:?}");
-    assert_same_records(&a, &b, &all, false);
+    assert_same_records(&a, &b, TOPIC, PARTITIONS, &all, false);
     // The same flip now goes through.
     let (status, report) = flip(admin, "/flip", "").await;
     assert_eq!(status, 200, "{report:#}");

@@ -231,52 +231,12 @@ async fn kafka_python_producer_and_group_survive_a_flip() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["primary"], "b", "{status:#}");
     wait_for_mirror_lag_zero(admin).await;
-    let in_a = read_cluster(&a.bootstrap_servers(), TOPIC, PARTITIONS).unwrap();
-    let in_b = read_cluster(&b.bootstrap_servers(), TOPIC, PARTITIONS).unwrap();
-    let mut stored_total = 0;
-    for partition in 0..PARTITIONS {
-        let content = |records: &Vec<StoredRecord>| -> Vec<_> {
-            records
-                .iter()
-                .map(|r| (r.key.clone(), r.value.clone()))
-                .collect()
-        };
-        let (left, right) = (content(&in_a[&partition]), content(&in_b[&partition]));
-        assert_eq!(left.len(), right.len(), "{TOPIC}-{partition}: record count");
-        assert!(left == right, "{TOPIC}-{partition}: A and B differ");
-        stored_total += right.len();
-    }
-    let stored: std::collections::HashSet<&[u8]> = in_b
-        .values()
-        .flatten()
-        .filter_map(|r| r.value.as_deref())
-        .collect();
-    for r in &acked {
-        let value = workload::record_value(&r.key, r.seq);
-        assert!(
-            stored.contains(value.as_bytes()),
-            "{}#{} is not in B",
-            r.key,
-            r.seq
-        );
-    }
+    let stored_total = assert_same_records(&a, &b, TOPIC, PARTITIONS, &acked, false);
     // Records sent once the flip had answered were written to B: the
     // acknowledged offset is B's.
     let sent_after = records(&json, "acked_after_flip");
     assert!(!sent_after.is_empty());
-    for r in &sent_after {
-        let at = in_b[&r.partition]
-            .iter()
-            .find(|s| s.offset == r.offset)
-            .unwrap_or_else(|| panic!("acknowledged offset {} not in B", r.offset));
-        assert_eq!(
-            at.value.as_deref(),
-            Some(workload::record_value(&r.key, r.seq).as_bytes()),
-            "{TOPIC}-{}@{}: B holds the record acknowledged there",
-            r.partition,
-            r.offset
-        );
-    }
+    assert_acknowledged_at(&b, TOPIC, PARTITIONS, &sent_after);
     // A producer retry of a write that had landed would store a record
     // twice; report it, the consumer check above already bounds it.
     assert!(stored_total >= acked.len());

@@ -301,34 +301,7 @@ pub async fn consume(
             break;
         }
         match tokio::time::timeout(remaining.min(Duration::from_secs(1)), consumer.recv()).await {
-            Ok(Ok(message)) => {
-                let Some((key, seq)) = message.payload().and_then(parse_value) else {
-                    anyhow::bail!(
-                        "unreadable record at partition {} offset {}",
-                        message.partition(),
-                        message.offset()
-                    );
-                };
-                let header_seq = message
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "seq"))
-                    .and_then(|h| h.value)
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-                anyhow::ensure!(
-                    header_seq == Some(seq),
-                    "record {key}#{seq} lost its header (got {header_seq:?})"
-                );
-                anyhow::ensure!(
-                    message.key() == Some(key.as_bytes()),
-                    "record {key}#{seq} has the wrong key"
-                );
-                out.push(RecordRef {
-                    key,
-                    seq,
-                    partition: message.partition(),
-                    offset: message.offset(),
-                });
-            }
+            Ok(Ok(message)) => out.push(record_of(&message)?),
             Ok(Err(e)) => tracing::debug!(error = %e, "consumer error"),
             Err(_) => {}
         }
@@ -337,6 +310,37 @@ pub async fn consume(
         consumer.commit_consumer_state(CommitMode::Sync)?;
     }
     Ok(out)
+}
+
+/// A consumed record, checked: value, key and header tell the same key and
+/// sequence.
+fn record_of(message: &impl Message) -> anyhow::Result<RecordRef> {
+    let Some((key, seq)) = message.payload().and_then(parse_value) else {
+        anyhow::bail!(
+            "unreadable record at partition {} offset {}",
+            message.partition(),
+            message.offset()
+        );
+    };
+    let header_seq = message
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == "seq"))
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+    anyhow::ensure!(
+        header_seq == Some(seq),
+        "record {key}#{seq} lost its header (got {header_seq:?})"
+    );
+    anyhow::ensure!(
+        message.key() == Some(key.as_bytes()),
+        "record {key}#{seq} has the wrong key"
+    );
+    Ok(RecordRef {
+        key,
+        seq,
+        partition: message.partition(),
+        offset: message.offset(),
+    })
 }
 
 /// How a long-running consumer commits.
@@ -382,26 +386,15 @@ pub async fn consume_continuously(
         match tokio::time::timeout(remaining.min(Duration::from_millis(500)), consumer.recv()).await
         {
             Ok(Ok(message)) => {
-                let Some((key, seq)) = message.payload().and_then(parse_value) else {
-                    anyhow::bail!(
-                        "unreadable record at partition {} offset {}",
-                        message.partition(),
-                        message.offset()
-                    );
-                };
+                let record = record_of(&message)?;
                 if commits == Commits::EveryRecord {
                     if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
                         tracing::debug!(error = %e, "commit not sent");
                     }
                 }
-                distinct.insert((key.clone(), seq));
+                distinct.insert((record.key.clone(), record.seq));
                 progress.fetch_add(1, Ordering::Relaxed);
-                out.push(RecordRef {
-                    key,
-                    seq,
-                    partition: message.partition(),
-                    offset: message.offset(),
-                });
+                out.push(record);
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "consumer error"),
             Err(_) => {}

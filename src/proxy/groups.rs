@@ -230,17 +230,17 @@ pub(super) fn follow_up(
                 Some(group) => {
                     for topic in &mut response.topics {
                         for p in &mut topic.partitions {
-                            if let Some(offset) = shared.carried.get(
-                                &group,
-                                cluster,
-                                &topic.name.0,
-                                p.partition_index,
-                            ) {
-                                p.committed_offset = offset;
-                                p.committed_leader_epoch = -1;
-                                p.error_code = 0;
-                                served += 1;
-                            }
+                            served += serve_carried(
+                                shared.carried.get(
+                                    &group,
+                                    cluster,
+                                    &topic.name.0,
+                                    p.partition_index,
+                                ),
+                                &mut p.committed_offset,
+                                &mut p.committed_leader_epoch,
+                                &mut p.error_code,
+                            );
                         }
                     }
                 }
@@ -248,17 +248,17 @@ pub(super) fn follow_up(
                     for g in &mut response.groups {
                         for topic in &mut g.topics {
                             for p in &mut topic.partitions {
-                                if let Some(offset) = shared.carried.get(
-                                    &g.group_id.0,
-                                    cluster,
-                                    &topic.name.0,
-                                    p.partition_index,
-                                ) {
-                                    p.committed_offset = offset;
-                                    p.committed_leader_epoch = -1;
-                                    p.error_code = 0;
-                                    served += 1;
-                                }
+                                served += serve_carried(
+                                    shared.carried.get(
+                                        &g.group_id.0,
+                                        cluster,
+                                        &topic.name.0,
+                                        p.partition_index,
+                                    ),
+                                    &mut p.committed_offset,
+                                    &mut p.committed_leader_epoch,
+                                    &mut p.error_code,
+                                );
                             }
                         }
                     }
@@ -277,4 +277,14 @@ pub(super) fn follow_up(
             )?))
         }
     }
+}
+
+/// Puts a carried offset into one partition of an OffsetFetch answer; 1
+/// when there was one.
+fn serve_carried(carried: Option<i64>, offset: &mut i64, epoch: &mut i32, error: &mut i16) -> u64 {
+    let Some(carried) = carried else { return 0 };
+    *offset = carried;
+    *epoch = -1;
+    *error = 0;
+    1
 }

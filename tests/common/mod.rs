@@ -276,3 +276,84 @@ pub async fn stored_batches(
     }
     panic!("no broker of {bootstrap} leads {topic}-{partition}");
 }
+
+/// Both clusters hold the same records per partition: the one the clients
+/// moved to has every acknowledged record, and the mirror back keeps the
+/// other complete. Returns how many records each holds.
+pub fn assert_same_records(
+    a: &Cluster,
+    b: &Cluster,
+    topic: &str,
+    partitions: i32,
+    acked: &[RecordRef],
+    exact: bool,
+) -> usize {
+    let in_a = read_cluster(&a.bootstrap_servers(), topic, partitions).unwrap();
+    let in_b = read_cluster(&b.bootstrap_servers(), topic, partitions).unwrap();
+    let mut total = 0;
+    for partition in 0..partitions {
+        let content = |records: &Vec<StoredRecord>| -> Vec<_> {
+            records
+                .iter()
+                .map(|r| (r.key.clone(), r.value.clone(), r.headers.clone()))
+                .collect()
+        };
+        let (left, right) = (content(&in_a[&partition]), content(&in_b[&partition]));
+        assert_eq!(left.len(), right.len(), "{topic}-{partition}: record count");
+        assert!(left == right, "{topic}-{partition}: records differ");
+        total += left.len();
+    }
+    let stored: std::collections::HashSet<Vec<u8>> = in_b
+        .values()
+        .flatten()
+        .filter_map(|r| r.value.clone())
+        .collect();
+    for r in acked {
+        let value = workload::record_value(&r.key, r.seq);
+        assert!(
+            stored.contains(value.as_bytes()),
+            "{}#{} is not stored",
+            r.key,
+            r.seq
+        );
+    }
+    if exact {
+        // No client retried a write that had landed (the in-process
+        // cluster does not deduplicate idempotent producers).
+        assert_eq!(
+            total,
+            acked.len(),
+            "every acknowledged record is stored once"
+        );
+    }
+    total
+}
+
+/// Each record sits in `cluster` at the offset its acknowledgement named:
+/// that cluster is the one the client wrote to.
+pub fn assert_acknowledged_at(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    acked: &[RecordRef],
+) {
+    let stored = read_cluster(&cluster.bootstrap_servers(), topic, partitions).unwrap();
+    for r in acked {
+        let at = stored[&r.partition]
+            .iter()
+            .find(|s| s.offset == r.offset)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{topic}-{}@{}: acknowledged offset not stored",
+                    r.partition, r.offset
+                )
+            });
+        assert_eq!(
+            at.value.as_deref(),
+            Some(workload::record_value(&r.key, r.seq).as_bytes()),
+            "{topic}-{}@{}: the record acknowledged there",
+            r.partition,
+            r.offset
+        );
+    }
+}
