@@ -110,8 +110,12 @@ pub struct DemoReport {
     pub ended_on: crate::config::ClusterName,
     /// How long producers waited for acknowledgements: over the whole run,
     /// while clients were connecting, for records waiting at some moment
-    /// of the flip, and for the rest.
+    /// between the flip's start and the producers' recovery, and for the
+    /// rest.
     pub ack_wait: workload::AckStalls,
+    /// Milliseconds from the flip's end until every producer had a record
+    /// sent after the flip acknowledged.
+    pub recovered_ms: f64,
     pub mirror: MirrorCheck,
     /// Seconds from the first record sent to the last acknowledged.
     pub traffic_seconds: f64,
@@ -262,7 +266,10 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
         PRODUCERS.len()
     );
 
-    let latencies = Arc::new(AckLatencies::default());
+    let latencies: Vec<Arc<AckLatencies>> = PRODUCERS
+        .iter()
+        .map(|_| Arc::new(AckLatencies::default()))
+        .collect();
     let per_producer: Vec<Arc<AtomicUsize>> = PRODUCERS
         .iter()
         .map(|_| Arc::new(AtomicUsize::new(0)))
@@ -270,9 +277,9 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
     let started = Instant::now();
     let producers: Vec<_> = PRODUCERS
         .iter()
-        .zip(&per_producer)
+        .zip(per_producer.iter().zip(&latencies))
         .enumerate()
-        .map(|(n, ((prefix, compression), progress))| {
+        .map(|(n, ((prefix, compression), (progress, latency)))| {
             // An even share each; the first producers take the remainder.
             let share = records / PRODUCERS.len() + usize::from(n < records % PRODUCERS.len());
             let spec = ProduceSpec {
@@ -283,7 +290,7 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
                 batch: ROUND,
                 pause: PAUSE,
                 progress: Some(progress.clone()),
-                latency: Some(latencies.clone()),
+                latency: Some(latency.clone()),
                 ..ProduceSpec::new(TOPIC, share)
             }
             .set("client.id", prefix);
@@ -343,7 +350,14 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
     let leaked = seen.iter().filter(|a| real.contains(a)).count();
     let mirror = compare_clusters(&proxy, &cluster_a, &cluster_b, TOPIC, PARTITIONS)?;
     let ended_on = shared.primary();
-    let ack_wait = AckStalls::split(&latencies.samples(), steady, (flip_started, flip_ended));
+    // The flip disturbs producers until each has had a record sent after
+    // it acknowledged: waits up to then count as the flip's.
+    let per_producer: Vec<_> = latencies.iter().map(|l| l.samples()).collect();
+    let recovered = workload::recovered_at(&per_producer, flip_ended)
+        .unwrap_or(flip_ended)
+        .max(flip_ended);
+    let samples: Vec<_> = per_producer.concat();
+    let ack_wait = AckStalls::split(&samples, steady, (flip_started, recovered));
     proxy.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&state);
     Ok(DemoReport {
@@ -355,6 +369,7 @@ pub async fn run(records: usize) -> anyhow::Result<DemoReport> {
         flip,
         ended_on,
         ack_wait,
+        recovered_ms: (recovered - flip_ended).as_secs_f64() * 1000.0,
         mirror,
         traffic_seconds,
         consume_tail_seconds,
@@ -495,6 +510,11 @@ pub fn print_report(report: &DemoReport) {
     for reason in &f.reasons {
         println!("    reason              {reason}");
     }
+    println!(
+        "  producers recovered   {:.0} ms after the flip ended (each had a record sent after \
+         it acknowledged)",
+        report.recovered_ms
+    );
     let stats = |s: &workload::AckStats| {
         format!(
             "max {:.0} ms, p99 {:.0} ms, p50 {:.1} ms over {} records",
@@ -502,7 +522,11 @@ pub fn print_report(report: &DemoReport) {
         )
     };
     println!("  producer ack wait     {}", stats(&w.all));
-    println!("    waiting in the flip {}", stats(&w.during));
+    println!(
+        "    in the flip         {} (waiting between the flip's start and the producers' \
+         recovery)",
+        stats(&w.during)
+    );
     println!("    the rest            {}", stats(&w.outside));
     println!(
         "    warm-up             {} (first round of each producer, while connecting)",
@@ -565,6 +589,7 @@ mod tests {
             },
             ended_on: ClusterName::B,
             ack_wait: Default::default(),
+            recovered_ms: 0.0,
             mirror: MirrorCheck {
                 identical: true,
                 ..MirrorCheck::default()

@@ -117,6 +117,25 @@ impl AckStats {
     }
 }
 
+/// When every producer had recovered from a disturbance that ended at
+/// `after` (a flip): the latest, over the producers, acknowledgement of each
+/// one's first record sent at or after `after`. A producer waits for a
+/// round before it sends the next, so that record is acknowledged once the
+/// producer writes normally again. `None` when no producer sent anything
+/// after `after`.
+pub fn recovered_at(producers: &[Vec<AckLatency>], after: Instant) -> Option<Instant> {
+    producers
+        .iter()
+        .filter_map(|samples| {
+            samples
+                .iter()
+                .filter(|s| s.sent >= after)
+                .min_by_key(|s| s.sent)
+                .map(AckLatency::acked)
+        })
+        .max()
+}
+
 /// Acknowledgement waits of a run: all of them, the warm-up (records sent
 /// while clients were still connecting), records waiting at some moment of
 /// a window (a flip: sent before it ended and acknowledged after it
