@@ -448,6 +448,14 @@ async fn a_flip_while_b_is_down_or_failing_leaves_clients_on_a() {
     .unwrap();
     wait_for_mirror_lag_zero(admin).await;
 
+    // A bad request names its problem and changes nothing.
+    let (status, body) = http_post(admin, "/flip", r#"{"forse": true}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("forse"), "{body}");
+    let (status, body) = http_post(admin, "/finalize", r#"{"now": 1}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(primary(admin).await, "a");
+
     // Mirroring is off: refused, with the reason.
     let (status, body) = http_post(admin, "/mirror", r#"{"mode":"off"}"#).await;
     assert_eq!(status, 200, "{body}");
