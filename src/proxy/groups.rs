@@ -199,10 +199,12 @@ pub(super) fn follow_up(
     let version = header.api_version;
     match follow_up {
         FollowUp::JoinGroup { group } => {
-            let (_, response): (_, kafka_protocol::messages::JoinGroupResponse) =
-                decode(frame, ApiKey::JoinGroup, version)?;
-            if !response.member_id.is_empty() {
-                shared.members.issued(&group, &response.member_id, cluster);
+            // Walked, not decoded: brokers differ in which strings of this
+            // answer they leave null.
+            if let Some(member) = header::join_group_response_member(frame.payload(), version) {
+                if !member.is_empty() {
+                    shared.members.issued(&group, &member, cluster);
+                }
             }
             Ok(None)
         }

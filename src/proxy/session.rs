@@ -744,14 +744,22 @@ impl Connection {
                     return Ok(Outgoing::Mirrored(Box::new(submitted)));
                 }
                 if let Some(follow_up) = follow_up {
-                    let changed =
-                        groups::follow_up(shared, self.cluster, follow_up, &header, &frame)
-                            .map_err(|e| SessionError::Rewrite {
-                                cluster: self.cluster,
-                                api: api_name(header.api_key),
-                                version: header.api_version,
-                                reason: e.to_string(),
-                            })?;
+                    // Bookkeeping around a flip: an answer it cannot read
+                    // goes to the client as the broker wrote it.
+                    let changed = match groups::follow_up(
+                        shared,
+                        self.cluster,
+                        follow_up,
+                        &header,
+                        &frame,
+                    ) {
+                        Ok(changed) => changed,
+                        Err(e) => {
+                            tracing::warn!(api = api_name(header.api_key), version = header.api_version,
+                                    cluster = %self.cluster, error = %e, "group answer passed on unread");
+                            None
+                        }
+                    };
                     return Ok(Outgoing::Bytes(
                         changed.unwrap_or_else(|| frame.wire_bytes().clone()),
                     ));
