@@ -43,9 +43,13 @@
 //! - `RUST_LOG` (default `warn,switchyard::mirror=error`): log filter
 //!   (stderr). Clients log their disconnections at the flip.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::{env_or, median};
 
 use anyhow::{bail, Context as _};
 use switchyard::config::{ClusterName, MirrorMode};
@@ -273,30 +277,6 @@ async fn traffic_and_flip(proxy: &Proxy, settings: &Settings) -> anyhow::Result<
 
 /// Summary row: name, and how to read it from a round's sample.
 type Row = (&'static str, fn(&Sample) -> f64);
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid number")),
-        Err(_) => default,
-    }
-}
 
 fn stats_line(s: &AckStats) -> String {
     format!(

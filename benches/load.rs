@@ -80,9 +80,13 @@
 //! mock-broker memory per path) gives steadier figures, especially for
 //! consume, where the proxy's cost grows with the size of Fetch responses.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::{env_or, median};
 
 use anyhow::{bail, Context as _};
 use rdkafka::config::ClientConfig;
@@ -1033,26 +1037,6 @@ fn run_round(
 
 /// Table row: name, how to read it from a sample, decimals shown.
 type Metric = (&'static str, fn(&Sample) -> f64, usize);
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid number")),
-        Err(_) => default,
-    }
-}
 
 /// A number, or "-" when it was not measured.
 fn cell(value: f64, decimals: usize, width: usize) -> String {
