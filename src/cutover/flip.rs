@@ -359,6 +359,21 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
     );
     run.report.groups = groups;
 
+    // The new primary's brokers take the virtual ids clients know, so
+    // that after the switch every virtual broker leads straight to its
+    // broker there.
+    match tokio::time::timeout(run.remaining(), mirror.client().brokers()).await {
+        Ok(Ok(brokers)) => {
+            for (node, host, port) in &brokers {
+                shared
+                    .brokers
+                    .virtual_broker(to, *node, Some((host, *port)));
+            }
+        }
+        Ok(Err(e)) => return run.abort("switch", format!("cannot list the brokers of {to}: {e}")),
+        Err(_) => return run.abort("switch", "the deadline passed".into()),
+    }
+
     // Switch: persisted first, so a restart keeps clients where they went.
     let route = Route {
         primary: to,

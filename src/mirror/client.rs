@@ -385,6 +385,23 @@ impl ClusterClient {
         Ok(states)
     }
 
+    /// The cluster's brokers: node id, host and port, by node id.
+    pub async fn brokers(&self) -> Result<Vec<(i32, String, i32)>, ClientError> {
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(Vec::new()));
+        let response: MetadataResponse = self
+            .call_any(ApiKey::Metadata, METADATA_VERSION, &request)
+            .await?;
+        let mut brokers: Vec<(i32, String, i32)> = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+            .collect();
+        brokers.sort();
+        Ok(brokers)
+    }
+
     fn leader_addr(&self, topic: &str, partition: i32) -> Option<String> {
         let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         let leader = metadata.leaders.get(&(topic.to_owned(), partition))?;

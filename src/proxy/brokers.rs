@@ -3,6 +3,12 @@
 //! A real (cluster, node id) pair gets a virtual id on first sight; the
 //! assignment and the virtual cluster id are persisted so that a restart or a
 //! flip never moves them. Each virtual broker has a listener of its own.
+//!
+//! A virtual id stands for at most one broker of each cluster: the first
+//! broker of the second cluster seen takes the lowest virtual id that has
+//! none of that cluster yet. A flip registers the new primary's brokers
+//! before it switches, so clients find the same broker ids at the same
+//! addresses, now backed by the other cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -38,7 +44,9 @@ pub type ListenerSpawner = Arc<dyn Fn(i32, std::net::TcpListener) + Send + Sync>
 
 struct Inner {
     by_real: HashMap<(ClusterName, i32), i32>,
-    records: BTreeMap<i32, BrokerRecord>,
+    /// By virtual id, then cluster: one record per cluster a virtual id
+    /// stands for.
+    records: BTreeMap<(i32, ClusterName), BrokerRecord>,
     /// Port each virtual broker listens on (and is advertised at).
     ports: HashMap<i32, u16>,
 }
@@ -75,7 +83,9 @@ impl BrokerRegistry {
             inner
                 .by_real
                 .insert((record.cluster, record.node_id), record.virtual_id);
-            inner.records.insert(record.virtual_id, record);
+            inner
+                .records
+                .insert((record.virtual_id, record.cluster), record);
         }
         let registry = BrokerRegistry {
             state,
@@ -108,7 +118,8 @@ impl BrokerRegistry {
     pub fn start_listeners(&self, spawner: ListenerSpawner) {
         *self.spawner.lock().unwrap_or_else(|p| p.into_inner()) = Some(spawner);
         let mut inner = self.lock();
-        let ids: Vec<i32> = inner.records.keys().copied().collect();
+        let mut ids: Vec<i32> = inner.records.keys().map(|(id, _)| *id).collect();
+        ids.dedup();
         for id in ids {
             self.bind(&mut inner, id);
         }
@@ -176,7 +187,10 @@ impl BrokerRegistry {
         let mut inner = self.lock();
         let (virtual_id, changed) = match inner.by_real.get(&(cluster, node_id)).copied() {
             Some(id) => {
-                let record = inner.records.get_mut(&id).expect("indexes agree");
+                let record = inner
+                    .records
+                    .get_mut(&(id, cluster))
+                    .expect("indexes agree");
                 let changed = address.is_some() && record.address != address;
                 if changed {
                     record.address = address;
@@ -184,10 +198,18 @@ impl BrokerRegistry {
                 (id, changed)
             }
             None => {
-                let id = inner.records.keys().next_back().map_or(1, |last| last + 1);
+                // The lowest virtual id not yet standing for a broker of
+                // this cluster, else a new one.
+                let mut ids: Vec<i32> = inner.records.keys().map(|(id, _)| *id).collect();
+                ids.dedup();
+                let id = ids
+                    .iter()
+                    .copied()
+                    .find(|id| !inner.records.contains_key(&(*id, cluster)))
+                    .unwrap_or_else(|| ids.last().map_or(1, |last| last + 1));
                 inner.by_real.insert((cluster, node_id), id);
                 inner.records.insert(
-                    id,
+                    (id, cluster),
                     BrokerRecord {
                         virtual_id: id,
                         cluster,
@@ -222,12 +244,12 @@ impl BrokerRegistry {
     /// the active cluster. Empty when nothing is known of `active` yet.
     pub fn upstream_for(&self, virtual_id: i32, active: ClusterName) -> Vec<String> {
         let inner = self.lock();
-        if let Some(record) = inner.records.get(&virtual_id) {
-            if record.cluster == active {
-                if let Some(address) = &record.address {
-                    return vec![address.clone()];
-                }
-            }
+        if let Some(address) = inner
+            .records
+            .get(&(virtual_id, active))
+            .and_then(|r| r.address.as_ref())
+        {
+            return vec![address.clone()];
         }
         let candidates: Vec<&String> = inner
             .records
@@ -291,12 +313,15 @@ mod tests {
         assert_eq!(a1.node_id, 1);
         assert_eq!(a1.port, 9101);
         assert_eq!(a1.host.as_str(), "proxy.local");
-        assert_eq!(b7.node_id, 2);
+        // The other cluster's first broker shares the first virtual id.
+        assert_eq!(b7.node_id, 1);
         let registry = open(dir.path());
         assert_eq!(registry.cluster_id(), cluster_id);
         assert_eq!(cluster_id.len(), 22);
-        assert_eq!(registry.virtual_broker(ClusterName::B, 7, None).node_id, 2);
-        assert_eq!(registry.virtual_broker(ClusterName::A, 2, None).node_id, 3);
+        assert_eq!(registry.virtual_broker(ClusterName::B, 7, None).node_id, 1);
+        assert_eq!(registry.virtual_broker(ClusterName::A, 2, None).node_id, 2);
+        assert_eq!(registry.virtual_broker(ClusterName::A, 3, None).node_id, 3);
+        assert_eq!(registry.virtual_broker(ClusterName::B, 8, None).node_id, 2);
         assert_eq!(
             registry.upstream_for(1, ClusterName::A),
             vec!["10.0.0.1:9092"]
@@ -304,15 +329,18 @@ mod tests {
     }
 
     #[test]
-    fn a_virtual_broker_of_the_other_cluster_is_served_by_the_active_one() {
+    fn a_virtual_id_is_served_by_its_broker_in_the_active_cluster() {
         let dir = tempfile::tempdir().unwrap();
         let registry = open(dir.path());
         registry.virtual_broker(ClusterName::A, 1, Some(("a1", 1)));
         registry.virtual_broker(ClusterName::B, 1, Some(("b1", 1)));
         registry.virtual_broker(ClusterName::B, 2, Some(("b2", 2)));
-        let up = registry.upstream_for(1, ClusterName::B);
-        assert_eq!(up.len(), 2);
-        assert!(up.iter().all(|a| a.starts_with('b')));
-        assert!(registry.upstream_for(1, ClusterName::A) == vec!["a1:1"]);
+        assert_eq!(registry.upstream_for(1, ClusterName::B), vec!["b1:1"]);
+        assert_eq!(registry.upstream_for(2, ClusterName::B), vec!["b2:2"]);
+        assert_eq!(registry.upstream_for(1, ClusterName::A), vec!["a1:1"]);
+        // Virtual id 2 has no broker of A: one of A's stands in.
+        assert_eq!(registry.upstream_for(2, ClusterName::A), vec!["a1:1"]);
+        // Two virtual ids (one listener each) standing for three brokers.
+        assert_eq!(registry.records().len(), 3);
     }
 }
