@@ -133,17 +133,24 @@ impl Members {
             return;
         }
         let mut members = lock(&self.members);
-        if members.len() >= MEMBERS_KEPT && !members.contains_key(member) {
+        if let Some(known) = members.get_mut(member) {
+            // The common case, a heartbeat or commit: no allocation.
+            known.last_seen = Instant::now();
+            return;
+        }
+        if members.len() >= MEMBERS_KEPT {
             let horizon = Instant::now() - Duration::from_secs(600);
             members.retain(|_, m| m.last_seen > horizon);
         }
-        let entry = members.entry(member.to_owned()).or_insert_with(|| Member {
-            group: group.to_owned(),
-            cluster,
-            last_seen: Instant::now(),
-            parked: false,
-        });
-        entry.last_seen = Instant::now();
+        members.insert(
+            member.to_owned(),
+            Member {
+                group: group.to_owned(),
+                cluster,
+                last_seen: Instant::now(),
+                parked: false,
+            },
+        );
     }
 
     /// `cluster` handed out `member`: it belongs there from now on.
@@ -325,7 +332,7 @@ impl KnownGroups {
             return;
         }
         let mut groups = lock(&self.groups);
-        if groups.insert(group.to_owned()) {
+        if !groups.contains(group) && groups.insert(group.to_owned()) {
             tracing::info!(group, "consumer group seen");
             if let Err(e) = self.state.store(GROUPS_FILE, &*groups) {
                 tracing::error!(error = %e, "cannot persist known groups");

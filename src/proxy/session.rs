@@ -197,7 +197,9 @@ async fn read_and_forward(
             // old primary; the client sends it again after reconnecting.
             break;
         }
-        let in_flight = match connection.gate(&frame).await? {
+        // Peeked once: the fence and the classification both read it.
+        let peeked = header::peek_request(frame.payload());
+        let in_flight = match connection.gate(&frame, peeked.as_ref().ok()).await? {
             Gate::Pass(in_flight) => in_flight,
             // The primary moved while the request was held: it was not
             // sent anywhere, and the client sends it again to the new
@@ -210,7 +212,7 @@ async fn read_and_forward(
                 continue;
             }
         };
-        let step = connection.classify(&frame, in_flight)?;
+        let step = connection.classify(&frame, peeked, in_flight)?;
         // At the in-flight limit, upstream gets everything it must answer
         // before the wait for room.
         if !queue(connection, upstream, &pending, step.pending).await? {
@@ -278,8 +280,12 @@ impl Connection {
 
     /// Holds a Produce or JoinGroup while a flip's fence is up, bounded by
     /// `cutover.fence_hold_ms`.
-    async fn gate(&self, frame: &Frame) -> Result<Gate, SessionError> {
-        let Ok(header) = header::peek_request(frame.payload()) else {
+    async fn gate(
+        &self,
+        frame: &Frame,
+        header: Option<&RequestHeaderPeek>,
+    ) -> Result<Gate, SessionError> {
+        let Some(&header) = header else {
             return Ok(Gate::Pass(None)); // classify reports it
         };
         let api = header.api_key;
@@ -347,9 +353,13 @@ impl Connection {
         }
     }
 
-    fn classify(&self, frame: &Frame, in_flight: Option<InFlight>) -> Result<Step, SessionError> {
+    fn classify(
+        &self,
+        frame: &Frame,
+        peeked: Result<RequestHeaderPeek, header::PeekError>,
+        in_flight: Option<InFlight>,
+    ) -> Result<Step, SessionError> {
         let payload = frame.payload();
-        let peeked = header::peek_request(payload);
         if self.sasl_raw.load(Ordering::Acquire) {
             match peeked {
                 Ok(h) if is_supported(h.api_key, h.api_version) => {
