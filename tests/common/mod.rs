@@ -2,6 +2,8 @@
 //! protocol exchanges, bounded polling.
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
+pub mod kafka;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
