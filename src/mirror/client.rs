@@ -426,22 +426,40 @@ impl ClusterClient {
 
     /// A fresh idempotent producer id on this cluster.
     pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
+        use crate::protocol::errors;
         let request = InitProducerIdRequest::default()
             .with_transactional_id(None)
             .with_transaction_timeout_ms(60_000)
             .with_producer_id(kafka_protocol::messages::ProducerId(-1))
             .with_producer_epoch(-1);
-        let response: InitProducerIdResponse = self
-            .call_any(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION, &request)
-            .await?;
-        if response.error_code != 0 {
-            return Err(ClientError::Broker {
-                cluster: self.cluster,
-                addr: String::new(),
-                reason: format!("InitProducerId failed with error {}", response.error_code),
-            });
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let response: InitProducerIdResponse = self
+                .call_any(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION, &request)
+                .await?;
+            let code = response.error_code;
+            if code == errors::NONE {
+                return Ok((response.producer_id.0, response.producer_epoch));
+            }
+            // A fresh cluster answers COORDINATOR_LOAD_IN_PROGRESS or
+            // NOT_COORDINATOR until its producer id manager is ready.
+            if !errors::is_coordinator_moving(code)
+                || tokio::time::Instant::now() + backoff > deadline
+            {
+                return Err(ClientError::Broker {
+                    cluster: self.cluster,
+                    addr: String::new(),
+                    reason: format!(
+                        "InitProducerId (an idempotent producer id for switchyard's own writes) \
+                         failed with {}",
+                        errors::describe(code)
+                    ),
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
-        Ok((response.producer_id.0, response.producer_epoch))
     }
 
     /// Writes `records` (v2 batches) to a partition's leader with acks=all.
@@ -559,25 +577,39 @@ impl ClusterClient {
         Ok(offsets)
     }
 
-    /// The address of a consumer group's coordinator.
+    /// The address of a consumer group's coordinator. A coordinator that is
+    /// still loading (or not chosen yet, as on a fresh cluster whose offsets
+    /// topic is being created) is asked again within the request timeout.
     async fn coordinator(&self, group: &str) -> Result<String, ClientError> {
+        use crate::protocol::errors;
         let find = FindCoordinatorRequest::default()
             .with_key(StrBytes::from_string(group.to_owned()))
             .with_key_type(0);
-        let coordinator: FindCoordinatorResponse = self
-            .call_any(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &find)
-            .await?;
-        if coordinator.error_code != 0 {
-            return Err(ClientError::Broker {
-                cluster: self.cluster,
-                addr: String::new(),
-                reason: format!(
-                    "no coordinator for group {group}: error {}",
-                    coordinator.error_code
-                ),
-            });
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let coordinator: FindCoordinatorResponse = self
+                .call_any(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &find)
+                .await?;
+            let code = coordinator.error_code;
+            if code == errors::NONE {
+                return Ok(format!("{}:{}", coordinator.host, coordinator.port));
+            }
+            if !errors::is_coordinator_moving(code)
+                || tokio::time::Instant::now() + backoff > deadline
+            {
+                return Err(ClientError::Broker {
+                    cluster: self.cluster,
+                    addr: String::new(),
+                    reason: format!(
+                        "no coordinator for group {group}: {}",
+                        errors::describe(code)
+                    ),
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
-        Ok(format!("{}:{}", coordinator.host, coordinator.port))
     }
 
     /// Commits offsets for a group as an administrator would (no member,

@@ -47,19 +47,36 @@ impl Harness {
     }
 }
 
-pub async fn start_proxy(a: &Cluster, b: Option<&Cluster>) -> Harness {
+/// Anything clients can bootstrap from: an in-process cluster or a real one.
+pub trait Servers {
+    fn servers(&self) -> String;
+}
+
+impl Servers for Cluster {
+    fn servers(&self) -> String {
+        self.bootstrap_servers()
+    }
+}
+
+impl Servers for kafka::KafkaCluster {
+    fn servers(&self) -> String {
+        self.bootstrap()
+    }
+}
+
+pub async fn start_proxy(a: &dyn Servers, b: Option<&dyn Servers>) -> Harness {
     start_proxy_with(a, b, |_| {}).await
 }
 
 pub async fn start_proxy_with(
-    a: &Cluster,
-    b: Option<&Cluster>,
+    a: &dyn Servers,
+    b: Option<&dyn Servers>,
     adjust: impl FnOnce(&mut Config),
 ) -> Harness {
     init_logging();
     let state = tempfile::tempdir().unwrap();
-    let b_servers = b.map(|b| b.bootstrap_servers());
-    let mut config = loopback_config(&a.bootstrap_servers(), b_servers.as_deref(), state.path());
+    let b_servers = b.map(|b| b.servers());
+    let mut config = loopback_config(&a.servers(), b_servers.as_deref(), state.path());
     adjust(&mut config);
     let proxy = Proxy::start(config).await.expect("proxy starts");
     Harness { proxy, state }

@@ -1,0 +1,301 @@
+//! The cutover on real Apache Kafka: cluster A holds thousands of records
+//! per partition before switchyard starts and its leaders have moved several
+//! times, so offsets and leader epochs differ between A and B; live
+//! idempotent and non-idempotent producers and a consumer group go through a
+//! flip and a rollback.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::kafka::{ClusterSpec, KafkaCluster};
+use common::*;
+use switchyard::demo::workload::{consume_continuously, Commits};
+
+/// A with three brokers (leaders can move), B with one; shared by the
+/// tests of this file, each using its own topic and group.
+fn clusters() -> &'static (KafkaCluster, KafkaCluster) {
+    static CLUSTERS: OnceLock<(KafkaCluster, KafkaCluster)> = OnceLock::new();
+    CLUSTERS.get_or_init(|| {
+        let a = std::thread::spawn(|| KafkaCluster::start(ClusterSpec::new(3)));
+        let b = KafkaCluster::start(ClusterSpec::new(1)).expect("cluster B starts");
+        let a = a.join().unwrap().expect("cluster A starts");
+        (a, b)
+    })
+}
+
+const PARTITIONS: i32 = 4;
+const HISTORY_PER_PARTITION: usize = 2500;
+
+/// Writes history straight into A (not through switchyard): keys
+/// "history-N", so they never mix with the live producers' keys.
+async fn preload_history(a: &KafkaCluster, topic: &str) -> Vec<RecordRef> {
+    let spec = ProduceSpec {
+        keys: 16,
+        key_prefix: "history".into(),
+        batch: 2000,
+        compression: "lz4",
+        ..ProduceSpec::new(topic, HISTORY_PER_PARTITION * PARTITIONS as usize)
+    };
+    let acked = workload::produce(&a.bootstrap(), &spec).await.unwrap();
+    assert_eq!(acked.len(), spec.records);
+    acked
+}
+
+/// Each partition's log end offset, read straight from the cluster.
+fn end_offsets(cluster: &KafkaCluster, topic: &str) -> Vec<i64> {
+    let stored = read_cluster(&cluster.bootstrap(), topic, PARTITIONS).unwrap();
+    stored
+        .values()
+        .map(|r| r.last().map_or(0, |r| r.offset + 1))
+        .collect()
+}
+
+/// A group's committed offsets, read straight from the cluster.
+async fn committed_offsets(cluster: &KafkaCluster, group: &str) -> HashMap<(String, i32), i64> {
+    let client = switchyard::mirror::client::ClusterClient::new(
+        switchyard::config::ClusterName::A,
+        cluster.bootstrap().split(',').map(str::to_owned).collect(),
+        Duration::from_secs(10),
+    );
+    client.committed_offsets(group).await.unwrap_or_default()
+}
+
+async fn post(admin: std::net::SocketAddr, path: &str, body: &str) -> serde_json::Value {
+    let (status, text) = http_post(admin, path, body).await;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {text}"));
+    assert_eq!(status, 200, "{path}: {json:#}");
+    json
+}
+
+/// Each live record B holds, in B's per-partition order, must be what A
+/// holds in the same order from the first mirrored record on; none twice.
+fn assert_b_mirrors_a(
+    a: &KafkaCluster,
+    b: &KafkaCluster,
+    topic: &str,
+    live: &[RecordRef],
+) -> usize {
+    let in_a = read_cluster(&a.bootstrap(), topic, PARTITIONS).unwrap();
+    let in_b = read_cluster(&b.bootstrap(), topic, PARTITIONS).unwrap();
+    let live_values: HashSet<Vec<u8>> = live
+        .iter()
+        .map(|r| workload::record_value(&r.key, r.seq).into_bytes())
+        .collect();
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        let values = |records: &Vec<StoredRecord>| -> Vec<Vec<u8>> {
+            records
+                .iter()
+                .filter_map(|r| r.value.clone())
+                .filter(|v| live_values.contains(v))
+                .collect()
+        };
+        let (from_a, from_b) = (values(&in_a[&p]), values(&in_b[&p]));
+        for (name, records) in [("A", &in_a[&p]), ("B", &in_b[&p])] {
+            let twice = stored_twice(records, &live_values);
+            assert!(
+                twice.is_empty(),
+                "{topic}-{p}: {name} stores records twice: {twice:?}"
+            );
+        }
+        assert!(
+            from_a == from_b,
+            "{topic}-{p}: A and B differ in content or order"
+        );
+        total += from_b.len();
+    }
+    let stored: HashSet<Vec<u8>> = in_b
+        .values()
+        .flatten()
+        .filter_map(|r| r.value.clone())
+        .collect();
+    for r in live {
+        let value = workload::record_value(&r.key, r.seq).into_bytes();
+        assert!(
+            stored.contains(&value),
+            "{}#{} acknowledged but not in B",
+            r.key,
+            r.seq
+        );
+    }
+    total
+}
+
+/// Live records a partition holds more than once: "key#seq" at which
+/// offsets.
+fn stored_twice(records: &[StoredRecord], live: &HashSet<Vec<u8>>) -> Vec<(String, Vec<i64>)> {
+    let mut at: HashMap<&Vec<u8>, Vec<i64>> = HashMap::new();
+    for r in records {
+        if let Some(v) = r.value.as_ref().filter(|v| live.contains(*v)) {
+            at.entry(v).or_default().push(r.offset);
+        }
+    }
+    let mut twice: Vec<(String, Vec<i64>)> = at
+        .into_iter()
+        .filter(|(_, offsets)| offsets.len() > 1)
+        .map(|(v, offsets)| {
+            let text = String::from_utf8_lossy(v);
+            (
+                text.split('#').take(2).collect::<Vec<_>>().join("#"),
+                offsets,
+            )
+        })
+        .collect();
+    twice.sort();
+    twice
+}
+
+fn first_deliveries_in_key_order(consumed: &[RecordRef]) -> usize {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut violations = 0;
+    for r in consumed {
+        if !seen.insert((r.key.as_str(), r.seq)) {
+            continue;
+        }
+        if let Some(&previous) = last.get(r.key.as_str()) {
+            if r.seq <= previous {
+                violations += 1;
+            }
+        }
+        last.insert(&r.key, r.seq);
+    }
+    violations
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
+    let (a, b) = clusters();
+    let topic = "rc-orders";
+    let group = "rc-billing";
+    a.create_topic(topic, PARTITIONS, 3, &[]).unwrap();
+    let history = preload_history(a, topic).await;
+    a.move_leaders(topic, 3).unwrap();
+    let epochs_a = a.leaders(topic).unwrap();
+    assert!(epochs_a.values().all(|(_, e)| *e >= 3), "{epochs_a:?}");
+
+    let harness = start_proxy(a, Some(b)).await;
+    let admin = harness.proxy.admin_addr();
+    let bootstrap = harness.bootstrap();
+
+    // The group reads A's history through switchyard before mirroring.
+    let target = Arc::new(AtomicUsize::new(0));
+    let consumed_count = Arc::new(AtomicUsize::new(0));
+    let consumer = {
+        let (bootstrap, target, consumed_count) =
+            (bootstrap.clone(), target.clone(), consumed_count.clone());
+        tokio::spawn(async move {
+            consume_continuously(
+                &bootstrap,
+                topic,
+                group,
+                Commits::Auto,
+                target,
+                consumed_count,
+                Instant::now() + Duration::from_secs(240),
+            )
+            .await
+        })
+    };
+    let counter = consumed_count.clone();
+    let history_len = history.len();
+    wait_until(
+        Duration::from_secs(90),
+        "the group to read A's history",
+        || {
+            let counter = counter.clone();
+            async move { counter.load(Ordering::Relaxed) >= history_len }
+        },
+    )
+    .await;
+
+    // ...and has committed it, so its position translates once mirroring
+    // starts.
+    let ends = end_offsets(a, topic);
+    wait_until(
+        Duration::from_secs(90),
+        "the group to commit A's history",
+        || {
+            let ends = ends.clone();
+            async move {
+                let committed = committed_offsets(a, group).await;
+                (0..PARTITIONS)
+                    .all(|p| committed.get(&(topic.to_owned(), p)) == Some(&ends[p as usize]))
+            }
+        },
+    )
+    .await;
+
+    post(admin, "/mirror", r#"{"mode":"sync"}"#).await;
+
+    let produced = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<_> = [
+        ("p1", "lz4", true),
+        ("p2", "zstd", true),
+        ("p3", "gzip", false),
+    ]
+    .into_iter()
+    .map(|(prefix, compression, idempotent)| {
+        let spec = ProduceSpec {
+            idempotent,
+            compression,
+            keys: 8,
+            key_prefix: prefix.to_owned(),
+            batch: 20,
+            pause: Duration::from_millis(10),
+            progress: Some(produced.clone()),
+            ..ProduceSpec::new(topic, 4000)
+        }
+        .set("acks", "all");
+        let bootstrap = bootstrap.clone();
+        tokio::spawn(async move { workload::produce(&bootstrap, &spec).await })
+    })
+    .collect();
+
+    let counter = produced.clone();
+    wait_until(Duration::from_secs(90), "traffic before the flip", || {
+        let counter = counter.clone();
+        async move { counter.load(Ordering::Relaxed) >= 3000 }
+    })
+    .await;
+    let flipped = post(admin, "/flip", "").await;
+    assert_eq!(flipped["outcome"], "flipped", "{flipped:#}");
+
+    let counter = produced.clone();
+    wait_until(
+        Duration::from_secs(90),
+        "traffic between flip and rollback",
+        || {
+            let counter = counter.clone();
+            async move { counter.load(Ordering::Relaxed) >= 7000 }
+        },
+    )
+    .await;
+    let rolled = post(admin, "/rollback", "").await;
+    assert_eq!(rolled["outcome"], "flipped", "{rolled:#}");
+
+    let mut live = Vec::new();
+    for producer in producers {
+        live.extend(producer.await.unwrap().expect("producer ran"));
+    }
+    assert_eq!(live.len(), 12_000, "every record acknowledged");
+    target.store(history.len() + live.len(), Ordering::Release);
+    let consumed = consumer.await.unwrap().expect("consumer ran");
+
+    let mut all = history.clone();
+    all.extend(live.iter().cloned());
+    let report = check(&all, &consumed);
+    eprintln!("flip {flipped:#}\nrollback {rolled:#}\nconsumer: {report:?}");
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(first_deliveries_in_key_order(&consumed), 0, "per-key order");
+
+    wait_for_mirror_lag_zero(admin).await;
+    let in_b = assert_b_mirrors_a(a, b, topic, &live);
+    assert_eq!(in_b, live.len());
+    harness.stop().await;
+}
