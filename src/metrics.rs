@@ -31,6 +31,8 @@ pub const FENCED_REQUESTS: &str = "switchyard_fenced_requests_total";
 pub const STALE_MEMBER_REQUESTS: &str = "switchyard_stale_member_requests_total";
 pub const RESTAMPED_BATCHES: &str = "switchyard_restamped_batches_total";
 pub const CARRIED_OFFSETS_SERVED: &str = "switchyard_carried_offsets_served_total";
+pub const STALE_EPOCHS: &str = "switchyard_stale_leader_epochs_total";
+pub const STALE_POSITIONS_HELD: &str = "switchyard_stale_positions_held_total";
 
 pub const MIRROR_LAG_RECORDS: &str = "switchyard_mirror_lag_records";
 pub const MIRROR_LAG_BYTES: &str = "switchyard_mirror_lag_bytes";
@@ -107,6 +109,11 @@ pub struct Metrics {
     pub restamped_batches: Counter,
     /// Committed offsets answered from the ones carried over by a flip.
     pub carried_offsets_served: Counter,
+    /// Leader epochs from before the last move that clients sent.
+    pub stale_epochs: Counter,
+    /// Consumer position checks (OffsetForLeaderEpoch) for positions from
+    /// before the last move, held until the consumer repositions.
+    pub stale_positions_held: Counter,
     pub primary_is_b: Gauge,
     pub last_flip_duration: Gauge,
 }
@@ -136,6 +143,8 @@ impl Metrics {
             stale_member_requests: counter!(STALE_MEMBER_REQUESTS),
             restamped_batches: counter!(RESTAMPED_BATCHES),
             carried_offsets_served: counter!(CARRIED_OFFSETS_SERVED),
+            stale_epochs: counter!(STALE_EPOCHS),
+            stale_positions_held: counter!(STALE_POSITIONS_HELD),
             primary_is_b: gauge!(PRIMARY),
             last_flip_duration: gauge!(FLIP_DURATION),
         }

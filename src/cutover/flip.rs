@@ -280,22 +280,86 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
         format!("mirror lag 0; nothing in flight on {from}"),
     );
 
-    // Settle: each group's committed offsets, translated, committed on the
+    // The new primary's brokers take the virtual ids clients know, so
+    // that after the move every virtual broker leads straight to its
+    // broker there.
+    match tokio::time::timeout(run.remaining(), mirror.client().brokers()).await {
+        Ok(Ok(brokers)) => {
+            for (node, host, port) in &brokers {
+                shared
+                    .brokers
+                    .virtual_broker(to, *node, Some((host, *port)));
+            }
+        }
+        Ok(Err(e)) => return run.abort("move", format!("cannot list the brokers of {to}: {e}")),
+        Err(_) => return run.abort("move", "the deadline passed".into()),
+    }
+    // Leader epochs shown from the new primary start above every epoch
+    // clients have seen, the old primary's current ones included.
+    let floor = match tokio::time::timeout(run.remaining(), mirror.source().max_leader_epoch())
+        .await
+    {
+        Ok(Ok(max)) => shared.epochs.present(from, max),
+        Ok(Err(e)) => {
+            return run.abort(
+                "move",
+                format!("cannot read the leader epochs of {from}: {e}"),
+            )
+        }
+        Err(_) => return run.abort("move", "the deadline passed".into()),
+    };
+    let base = match shared.epochs.start_era(to, floor) {
+        Ok(base) => base,
+        Err(e) => return run.abort("move", format!("cannot persist leader epochs: {e}")),
+    };
+
+    // Move: new connections go to the new primary, where Produce, group
+    // joins and offset requests wait behind the fence; sessions on the old
+    // primary stop reading, answer what they forwarded and close.
+    shared.signals.set_arriving(Some(to));
+    shared.signals.switch(to);
+    let mut run = Moved(run);
+    loop {
+        let left = shared.signals.sessions(from);
+        if left == 0 {
+            break;
+        }
+        if Instant::now() >= run.0.deadline {
+            return run.back(
+                "move",
+                format!("{left} client connections to {from} still had requests outstanding"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.0.step(
+        "move",
+        format!(
+            "clients reconnect to {to}; leader epochs presented from {base}; \
+             every connection to {from} closed"
+        ),
+    );
+
+    // Settle: each group's committed offsets, read now that nothing can
+    // commit on the old primary any more, translated, and committed on the
     // new primary while its members are held away from it.
     let mut carries = Vec::new();
     let mut groups = Vec::new();
     for group in shared.groups.all() {
-        let committed =
-            tokio::time::timeout(run.remaining(), mirror.source().committed_offsets(&group)).await;
+        let committed = tokio::time::timeout(
+            run.0.remaining(),
+            mirror.source().committed_offsets(&group),
+        )
+        .await;
         let committed = match committed {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                return run.abort(
+                return run.back(
                     "settle",
                     format!("cannot read committed offsets of group {group} on {from}: {e}"),
                 )
             }
-            Err(_) => return run.abort("settle", "the deadline passed".into()),
+            Err(_) => return run.back("settle", "the deadline passed".into()),
         };
         let mut translated = BTreeMap::new();
         let mut untranslatable = Vec::new();
@@ -308,25 +372,25 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
             }
         }
         if !untranslatable.is_empty() && !force {
-            return run.abort(
+            return run.back(
                 "settle",
                 format!("group {group}: {}", untranslatable.join("; ")),
             );
         }
         let codes = tokio::time::timeout(
-            run.remaining(),
+            run.0.remaining(),
             mirror.client().commit_offsets(&group, &translated),
         )
         .await;
         let codes = match codes {
             Ok(Ok(codes)) => codes,
             Ok(Err(e)) => {
-                return run.abort(
+                return run.back(
                     "settle",
                     format!("cannot commit offsets of group {group} on {to}: {e}"),
                 )
             }
-            Err(_) => return run.abort("settle", "the deadline passed".into()),
+            Err(_) => return run.back("settle", "the deadline passed".into()),
         };
         let mut carry = BTreeMap::new();
         for (key, code) in codes {
@@ -350,29 +414,14 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
         carries.push((group, carry));
     }
     let settled: usize = groups.iter().map(|g| g.committed + g.carried).sum();
-    run.step(
+    run.0.step(
         "settle",
         format!(
             "{settled} committed offsets of {} groups moved to {to}",
             groups.len()
         ),
     );
-    run.report.groups = groups;
-
-    // The new primary's brokers take the virtual ids clients know, so
-    // that after the switch every virtual broker leads straight to its
-    // broker there.
-    match tokio::time::timeout(run.remaining(), mirror.client().brokers()).await {
-        Ok(Ok(brokers)) => {
-            for (node, host, port) in &brokers {
-                shared
-                    .brokers
-                    .virtual_broker(to, *node, Some((host, *port)));
-            }
-        }
-        Ok(Err(e)) => return run.abort("switch", format!("cannot list the brokers of {to}: {e}")),
-        Err(_) => return run.abort("switch", "the deadline passed".into()),
-    }
+    run.0.report.groups = groups;
 
     // Switch: persisted first, so a restart keeps clients where they went.
     let route = Route {
@@ -380,8 +429,9 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
         mirror: mode,
     };
     if let Err(e) = shared.store_route(&route) {
-        return run.abort("switch", format!("cannot persist the route: {e}"));
+        return run.back("switch", format!("cannot persist the route: {e}"));
     }
+    let mut run = run.0;
     for (group, carry) in &carries {
         shared.carried.set(group, to, carry);
     }
@@ -389,7 +439,6 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
         back.set_mode(mode);
     }
     mirror.set_mode(MirrorMode::Off);
-    shared.signals.switch(to);
     shared
         .metrics
         .primary_is_b
@@ -399,12 +448,31 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
         format!("primary is {to}; mirroring {to} to {from} ({mode:?})"),
     );
 
-    // Unfence: held requests end with their sessions, which belonged to the
-    // old primary; clients reconnect to the new one.
+    // Unfence: what waited on the new primary goes on there.
     shared.signals.set_fenced(false);
     run.report.fenced_ms = fenced_at.elapsed().as_millis() as u64;
-    run.step("unfence", format!("sessions on {from} closed"));
+    run.step("unfence", format!("requests held on {to} released"));
     run.finish(Outcome::Flipped, Vec::new())
+}
+
+/// A flip past the move: clients already reconnect to the new primary,
+/// where nothing was written yet (every write waits behind the fence), so
+/// an abort moves them back.
+struct Moved<'a>(Run<'a>);
+
+impl Moved<'_> {
+    fn back(self, step: &'static str, reason: String) -> FlipReport {
+        let shared = self.0.shared;
+        let (from, to) = (self.0.report.from, self.0.report.to);
+        // Clients may have seen the new primary's epochs: the old one's
+        // are shown above them from now on.
+        if let Err(e) = shared.epochs.start_era(from, 0) {
+            tracing::error!(error = %e, "cannot persist leader epochs while moving clients back");
+        }
+        shared.signals.switch(from);
+        tracing::warn!(%from, %to, "flip aborted after clients moved; they move back to {from}");
+        self.0.abort(step, reason)
+    }
 }
 
 /// Stops mirroring once the operator is satisfied with the new primary.

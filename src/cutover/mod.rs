@@ -2,6 +2,7 @@
 //! whether a flip to the mirror cluster would be lossless for them now, and
 //! the state a flip changes (route, fence, offsets carried over).
 
+pub mod epochs;
 pub mod flip;
 pub mod readiness;
 
@@ -26,6 +27,20 @@ pub struct RouteSignals {
     bound: Mutex<(ClusterName, CancellationToken)>,
     fenced: watch::Sender<bool>,
     in_flight: [Arc<AtomicI64>; 2],
+    /// Client sessions bound to each cluster.
+    sessions: [Arc<AtomicI64>; 2],
+    /// The cluster a flip has moved clients to and is still settling
+    /// offsets on: their offset requests wait until the fence is lifted.
+    arriving: Mutex<Option<ClusterName>>,
+}
+
+/// A client session bound to a cluster; counted until dropped.
+pub struct Bound(Arc<AtomicI64>);
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A Produce request forwarded to a cluster and not yet answered; the flip's
@@ -51,6 +66,8 @@ impl RouteSignals {
             bound: Mutex::new((primary, CancellationToken::new())),
             fenced: watch::channel(false).0,
             in_flight: [Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0))],
+            sessions: [Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0))],
+            arriving: Mutex::new(None),
         }
     }
 
@@ -58,11 +75,20 @@ impl RouteSignals {
         lock(&self.bound).0
     }
 
-    /// The primary for a new session, and a token cancelled when it stops
-    /// being the primary.
-    pub fn bind(&self) -> (ClusterName, CancellationToken) {
+    /// The primary for a new session, a token cancelled when it stops
+    /// being the primary, and the session's place in the count of sessions
+    /// bound to it.
+    pub fn bind(&self) -> (ClusterName, CancellationToken, Bound) {
         let bound = lock(&self.bound);
-        (bound.0, bound.1.clone())
+        let counter = &self.sessions[slot(bound.0)];
+        counter.fetch_add(1, Ordering::SeqCst);
+        (bound.0, bound.1.clone(), Bound(counter.clone()))
+    }
+
+    /// Client sessions still bound to `cluster` (they end once the primary
+    /// moved away and what they forwarded is answered).
+    pub fn sessions(&self, cluster: ClusterName) -> i64 {
+        self.sessions[slot(cluster)].load(Ordering::SeqCst)
     }
 
     /// Makes `to` the primary and ends the sessions bound to the old one.
@@ -76,7 +102,21 @@ impl RouteSignals {
     }
 
     pub fn set_fenced(&self, fenced: bool) {
+        if !fenced {
+            *lock(&self.arriving) = None;
+        }
         self.fenced.send_replace(fenced);
+    }
+
+    /// Marks `cluster` as the one clients were just moved to: until the
+    /// fence is lifted, offset commits and fetches there wait for the
+    /// flip to settle the groups' offsets.
+    pub fn set_arriving(&self, cluster: Option<ClusterName>) {
+        *lock(&self.arriving) = cluster;
+    }
+
+    pub fn is_arriving(&self, cluster: ClusterName) -> bool {
+        *lock(&self.arriving) == Some(cluster) && self.is_fenced()
     }
 
     pub fn is_fenced(&self) -> bool {

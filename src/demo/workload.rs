@@ -433,14 +433,14 @@ pub struct IntegrityReport {
     pub duplicates: usize,
     /// Consumed but never acknowledged (possible after a produce timeout).
     pub unacknowledged_consumed: usize,
-    /// A key's sequence went backwards, or a partition's offsets did: the
-    /// sum of the two counts below.
+    /// A key's sequence went backwards, or a partition's order did: the sum
+    /// of the two counts below.
     pub order_violations: usize,
     /// First deliveries whose key's sequence number was not above the
     /// previous one of that key.
     pub key_order_violations: usize,
-    /// First deliveries whose offset was not above the previous one of that
-    /// partition.
+    /// First deliveries that came before the previous one of their partition
+    /// (by offset, or by stored position for `check_against`).
     pub partition_order_violations: usize,
 }
 
@@ -451,10 +451,36 @@ impl IntegrityReport {
 }
 
 pub fn check(acked: &[RecordRef], consumed: &[RecordRef]) -> IntegrityReport {
+    check_ordered_by(acked, consumed, |record| Some(record.offset))
+}
+
+/// `check`, with each partition's order judged by where its records sit in
+/// `stored` (one cluster's copy of the topic) instead of by the offsets they
+/// were read at: a group that moved read from two clusters, whose offsets
+/// agree only when both logs started together.
+pub fn check_against(
+    acked: &[RecordRef],
+    consumed: &[RecordRef],
+    stored: &StoredIndex,
+) -> IntegrityReport {
+    check_ordered_by(acked, consumed, |record| {
+        stored
+            .position(record.partition, &record.key, record.seq)
+            .map(|p| p as i64)
+    })
+}
+
+/// `position` places a record in its partition; first deliveries must come
+/// in increasing position. A record it cannot place counts in no order.
+fn check_ordered_by(
+    acked: &[RecordRef],
+    consumed: &[RecordRef],
+    position: impl Fn(&RecordRef) -> Option<i64>,
+) -> IntegrityReport {
     let acked_set: HashSet<(&str, u64)> = acked.iter().map(|r| (r.key.as_str(), r.seq)).collect();
     let mut seen: HashMap<(&str, u64), usize> = HashMap::new();
     let mut last_seq: HashMap<&str, u64> = HashMap::new();
-    let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut last_position: BTreeMap<i32, i64> = BTreeMap::new();
     let mut report = IntegrityReport {
         acknowledged: acked.len(),
         consumed: consumed.len(),
@@ -477,12 +503,15 @@ pub fn check(acked: &[RecordRef], consumed: &[RecordRef]) -> IntegrityReport {
             }
         }
         last_seq.insert(&record.key, record.seq);
-        if let Some(&previous) = last_offset.get(&record.partition) {
-            if record.offset <= previous {
+        let Some(position) = position(record) else {
+            continue;
+        };
+        if let Some(&previous) = last_position.get(&record.partition) {
+            if position <= previous {
                 report.partition_order_violations += 1;
             }
         }
-        last_offset.insert(record.partition, record.offset);
+        last_position.insert(record.partition, position);
     }
     report.order_violations = report.key_order_violations + report.partition_order_violations;
     report.lost = acked_set
@@ -502,6 +531,57 @@ pub struct StoredRecord {
     pub timestamp: Option<i64>,
 }
 
+/// A topic's records as one cluster stores them, looked up by what they
+/// hold (key and sequence number) rather than by offset.
+#[derive(Debug, Default)]
+pub struct StoredIndex {
+    records: HashMap<(i32, String, u64), StoredCopies>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StoredCopies {
+    /// Index of the first copy among its partition's records.
+    first: usize,
+    count: usize,
+}
+
+impl StoredIndex {
+    /// Records whose value is not one the workload writes are left out.
+    pub fn of(stored: &BTreeMap<i32, Vec<StoredRecord>>) -> StoredIndex {
+        let mut records = HashMap::new();
+        for (&partition, partition_records) in stored {
+            for (index, record) in partition_records.iter().enumerate() {
+                let Some((key, seq)) = record.value.as_deref().and_then(parse_value) else {
+                    continue;
+                };
+                records
+                    .entry((partition, key, seq))
+                    .and_modify(|c: &mut StoredCopies| c.count += 1)
+                    .or_insert(StoredCopies {
+                        first: index,
+                        count: 1,
+                    });
+            }
+        }
+        StoredIndex { records }
+    }
+
+    /// Where the first copy of (key, seq) sits among its partition's
+    /// records.
+    pub fn position(&self, partition: i32, key: &str, seq: u64) -> Option<usize> {
+        self.records
+            .get(&(partition, key.to_owned(), seq))
+            .map(|c| c.first)
+    }
+
+    /// How many copies of (key, seq) the partition holds.
+    pub fn copies(&self, partition: i32, key: &str, seq: u64) -> usize {
+        self.records
+            .get(&(partition, key.to_owned(), seq))
+            .map_or(0, |c| c.count)
+    }
+}
+
 /// Reads every record of `topic` straight from a cluster (not through the
 /// proxy), per partition, up to each partition's high watermark.
 pub fn read_cluster(
@@ -509,9 +589,22 @@ pub fn read_cluster(
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<BTreeMap<i32, Vec<StoredRecord>>> {
+    read_cluster_as(bootstrap, "direct-reader", topic, partitions)
+}
+
+/// `read_cluster` with the group id of the caller's choosing. The reader
+/// assigns itself partitions and never commits, so the group is named in
+/// coordinator lookups only; on a cluster that is not the caller's own, it
+/// should be a group the caller owns anyway.
+pub fn read_cluster_as(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<BTreeMap<i32, Vec<StoredRecord>>> {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = consumer_config(bootstrap, "direct-reader")
+    let consumer: BaseConsumer = consumer_config(bootstrap, group)
         .set("enable.partition.eof", "false")
         .create()?;
     let mut out = BTreeMap::new();
@@ -533,14 +626,14 @@ pub fn read_cluster(
         })
     };
     while !done(&out) {
-        assert!(
+        anyhow::ensure!(
             Instant::now() < deadline,
             "could not read {topic} up to its end"
         );
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message.unwrap();
+        let message = message?;
         let headers = message
             .headers()
             .map(|h| {
@@ -549,15 +642,16 @@ pub fn read_cluster(
                     .collect()
             })
             .unwrap_or_default();
-        out.get_mut(&message.partition())
-            .unwrap()
-            .push(StoredRecord {
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().map(<[u8]>::to_vec),
-                headers,
-                timestamp: message.timestamp().to_millis(),
-            });
+        let Some(records) = out.get_mut(&message.partition()) else {
+            anyhow::bail!("{topic}-{} was not assigned", message.partition());
+        };
+        records.push(StoredRecord {
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp: message.timestamp().to_millis(),
+        });
     }
     Ok(out)
 }

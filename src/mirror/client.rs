@@ -402,6 +402,23 @@ impl ClusterClient {
         Ok(brokers)
     }
 
+    /// The highest partition leader epoch of any topic in the cluster.
+    pub async fn max_leader_epoch(&self) -> Result<i32, ClientError> {
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(None);
+        // v7 is the first to carry leader epochs.
+        let response: MetadataResponse = self.call_any(ApiKey::Metadata, 7, &request).await?;
+        Ok(response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.leader_epoch)
+            .max()
+            .unwrap_or(0)
+            .max(0))
+    }
+
     fn leader_addr(&self, topic: &str, partition: i32) -> Option<String> {
         let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         let leader = metadata.leaders.get(&(topic.to_owned(), partition))?;

@@ -33,33 +33,33 @@ pub struct RequestHeaderPeek {
 }
 
 /// A cursor over a byte slice that reports running out instead of panicking.
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     bytes: &'a [u8],
-    pos: usize,
+    pub(crate) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(bytes: &'a [u8], pos: usize) -> Self {
+    pub(crate) fn new(bytes: &'a [u8], pos: usize) -> Self {
         Cursor { bytes, pos }
     }
 
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let slice = self.bytes.get(self.pos..end)?;
         self.pos = end;
         Some(slice)
     }
 
-    fn i16(&mut self) -> Option<i16> {
+    pub(crate) fn i16(&mut self) -> Option<i16> {
         self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn i32(&mut self) -> Option<i32> {
+    pub(crate) fn i32(&mut self) -> Option<i32> {
         self.take(4)
             .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn unsigned_varint(&mut self) -> Option<u32> {
+    pub(crate) fn unsigned_varint(&mut self) -> Option<u32> {
         let mut value: u32 = 0;
         for shift in (0..35).step_by(7) {
             let byte = *self.take(1)?.first()?;
@@ -72,7 +72,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Classic nullable string: i16 length, -1 for null.
-    fn skip_nullable_string(&mut self) -> Option<()> {
+    pub(crate) fn skip_nullable_string(&mut self) -> Option<()> {
         let len = self.i16()?;
         if len >= 0 {
             self.take(len as usize)?;
@@ -83,7 +83,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Compact (nullable) string: unsigned varint length + 1, 0 for null.
-    fn skip_compact_string(&mut self) -> Option<()> {
+    pub(crate) fn skip_compact_string(&mut self) -> Option<()> {
         let len_plus_one = self.unsigned_varint()?;
         if len_plus_one > 0 {
             self.take(len_plus_one as usize - 1)?;
@@ -91,11 +91,11 @@ impl<'a> Cursor<'a> {
         Some(())
     }
 
-    fn i8(&mut self) -> Option<i8> {
+    pub(crate) fn i8(&mut self) -> Option<i8> {
         self.take(1).map(|b| b[0] as i8)
     }
 
-    fn nullable_string(&mut self) -> Option<Option<&'a [u8]>> {
+    pub(crate) fn nullable_string(&mut self) -> Option<Option<&'a [u8]>> {
         let len = self.i16()?;
         match len {
             -1 => Some(None),
@@ -104,7 +104,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn compact_nullable_string(&mut self) -> Option<Option<&'a [u8]>> {
+    pub(crate) fn compact_nullable_string(&mut self) -> Option<Option<&'a [u8]>> {
         let len_plus_one = self.unsigned_varint()?;
         if len_plus_one == 0 {
             return Some(None);
@@ -115,7 +115,7 @@ impl<'a> Cursor<'a> {
     /// An array count, refused when the frame could not hold that many
     /// elements of at least one byte (a count read off the wire never sizes
     /// an allocation).
-    fn array_len(&mut self, compact: bool) -> Option<Option<usize>> {
+    pub(crate) fn array_len(&mut self, compact: bool) -> Option<Option<usize>> {
         let count: i64 = if compact {
             i64::from(self.unsigned_varint()?) - 1
         } else {
@@ -128,7 +128,7 @@ impl<'a> Cursor<'a> {
         (count <= self.bytes.len() - self.pos).then_some(Some(count))
     }
 
-    fn skip_tagged_fields(&mut self) -> Option<()> {
+    pub(crate) fn skip_tagged_fields(&mut self) -> Option<()> {
         let count = self.unsigned_varint()?;
         for _ in 0..count {
             self.unsigned_varint()?;

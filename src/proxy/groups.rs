@@ -120,7 +120,7 @@ pub(super) fn plan(
 }
 
 /// A locally made answer carrying `error` for the request's API.
-fn answer_error(
+pub(super) fn answer_error(
     payload: &[u8],
     header: &RequestHeaderPeek,
     error: i16,

@@ -1,6 +1,7 @@
 //! Listeners, client sessions and upstream connections.
 
 pub mod brokers;
+mod epochs;
 mod groups;
 mod produce;
 mod responses;
@@ -74,6 +75,8 @@ pub struct Shared {
     pub carried: crate::cutover::CarriedOffsets,
     /// The primary, the fence and the Produce requests in flight.
     pub signals: crate::cutover::RouteSignals,
+    /// Leader epochs as clients see them.
+    pub epochs: crate::cutover::epochs::LeaderEpochs,
     /// One flip at a time.
     pub(crate) flip_lock: tokio::sync::Mutex<()>,
     pub(crate) last_flip: std::sync::Mutex<Option<crate::cutover::flip::FlipReport>>,
@@ -271,6 +274,10 @@ impl RewriteContext for ClusterView<'_> {
         self.shared.config.cluster(other)?;
         self.shared.known_versions(other)
     }
+
+    fn present_epoch(&self, real: i32) -> i32 {
+        self.shared.epochs.present(self.cluster, real)
+    }
 }
 
 /// A running proxy.
@@ -367,6 +374,7 @@ impl Proxy {
         )?;
         let shared = Arc::new(Shared {
             signals: crate::cutover::RouteSignals::new(route.primary),
+            epochs: crate::cutover::epochs::LeaderEpochs::open(state.clone(), route.primary)?,
             config,
             brokers,
             metrics: Metrics::new(),

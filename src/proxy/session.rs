@@ -19,7 +19,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::responses::{Next, ReadError, ResponseReader};
-use super::{groups, produce, upstream, Shared, Target};
+use super::{epochs, groups, produce, upstream, Shared, Target};
 use crate::config::ClusterName;
 use crate::cutover::InFlight;
 use crate::error::SessionError;
@@ -39,6 +39,8 @@ enum Pending {
         rewrite: Option<ResponseRewrite>,
         mirror: Option<Box<produce::MirrorWork>>,
         follow_up: Option<groups::FollowUp>,
+        /// The answer carries leader epochs to present (see `epochs`).
+        present_epochs: bool,
         /// Counts toward the flip's drain until the answer is handled.
         in_flight: Option<InFlight>,
         sent_at: Instant,
@@ -72,7 +74,7 @@ struct Connection {
 pub(super) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, target: Target) {
     shared.metrics.connections_total.increment(1);
     shared.metrics.connections_active.increment(1.0);
-    let (cluster, moved) = shared.signals.bind();
+    let (cluster, moved, _bound) = shared.signals.bind();
     tracing::debug!(%peer, ?target, %cluster, "client connected");
     let result = serve(shared.clone(), client, target, cluster, moved).await;
     shared.metrics.connections_active.decrement(1.0);
@@ -289,14 +291,34 @@ impl Connection {
             return Ok(Gate::Pass(None)); // classify reports it
         };
         let api = header.api_key;
-        if !matches!(api, ApiKey::Produce | ApiKey::JoinGroup)
-            || self.sasl_raw.load(Ordering::Acquire)
-        {
+        if self.sasl_raw.load(Ordering::Acquire) {
             return Ok(Gate::Pass(None));
         }
         let signals = &self.shared.signals;
         let hold = Duration::from_millis(self.shared.config.cutover.fence_hold_ms);
         let until = Instant::now() + hold;
+        if matches!(
+            api,
+            ApiKey::OffsetCommit | ApiKey::OffsetFetch | ApiKey::TxnOffsetCommit
+        ) {
+            // Clients just moved here: the flip is still committing their
+            // groups' translated offsets, which these must not race.
+            if !signals.is_arriving(self.cluster) {
+                return Ok(Gate::Pass(None));
+            }
+            self.shared.metrics.fenced_requests.increment(1);
+            return Ok(tokio::select! {
+                _ = signals.unfenced() => Gate::Pass(None),
+                _ = self.moved.cancelled() => Gate::Moved,
+                _ = self.shared.shutdown.cancelled() => Gate::Moved,
+                // Past the bound the connection closes and the client asks
+                // again.
+                _ = tokio::time::sleep_until(until.into()) => Gate::Moved,
+            });
+        }
+        if !matches!(api, ApiKey::Produce | ApiKey::JoinGroup) {
+            return Ok(Gate::Pass(None));
+        }
         let mut member: Option<String> = None;
         let mut counted = false;
         loop {
@@ -479,6 +501,20 @@ impl Connection {
             }
             _ => (true, 0, None, None),
         };
+        // Leader epochs the client sends become the cluster's own.
+        let replacement = match epochs::request(&self.shared, self.cluster, frame, &header)? {
+            epochs::RequestEpochs::Unchanged => replacement,
+            epochs::RequestEpochs::Patched(bytes) => Some(bytes),
+            epochs::RequestEpochs::Refuse(error) => {
+                return Ok(Step {
+                    forward: false,
+                    replacement: None,
+                    pending: Some(Pending::Local(groups::answer_error(payload, &header, error)?)),
+                })
+            }
+        };
+        let present_epochs =
+            epochs::answer_carries_epochs(api) && self.shared.epochs.translates(self.cluster);
         Ok(Step {
             forward: true,
             replacement,
@@ -487,6 +523,7 @@ impl Connection {
                 rewrite,
                 mirror,
                 follow_up,
+                present_epochs,
                 in_flight,
                 sent_at: Instant::now(),
                 held_for: Duration::from_millis(held_for_ms.max(0) as u64),
@@ -713,6 +750,7 @@ impl Connection {
                 rewrite,
                 mirror,
                 follow_up,
+                present_epochs,
                 in_flight,
                 sent_at,
                 held_for,
@@ -721,6 +759,7 @@ impl Connection {
                 let untouched = rewrite.is_none()
                     && mirror.is_none()
                     && follow_up.is_none()
+                    && !present_epochs
                     && header.api_key != ApiKey::SaslHandshake;
                 let next = self
                     .next_response(
@@ -770,12 +809,12 @@ impl Connection {
                             None
                         }
                     };
-                    return Ok(Outgoing::Bytes(
-                        changed.unwrap_or_else(|| frame.wire_bytes().clone()),
-                    ));
+                    let out = changed.unwrap_or_else(|| frame.wire_bytes().clone());
+                    return Ok(Outgoing::Bytes(self.presented(&header, present_epochs, out)));
                 }
                 let Some(kind) = rewrite else {
-                    return Ok(Outgoing::Bytes(frame.wire_bytes().clone()));
+                    let out = frame.wire_bytes().clone();
+                    return Ok(Outgoing::Bytes(self.presented(&header, present_epochs, out)));
                 };
                 let view = shared.view(self.cluster);
                 match rewrite::rewrite_response(
@@ -795,6 +834,22 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+impl Connection {
+    /// The answer with its leader epochs presented, when it carries any.
+    fn presented(&self, header: &RequestHeaderPeek, present: bool, out: Bytes) -> Bytes {
+        if !present {
+            return out;
+        }
+        epochs::answer(
+            &self.shared,
+            self.cluster,
+            header.api_key,
+            header.api_version,
+            out,
+        )
     }
 }
 

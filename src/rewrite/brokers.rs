@@ -50,6 +50,7 @@ pub fn metadata(mut response: MetadataResponse, ctx: &dyn RewriteContext) -> Met
     for topic in &mut response.topics {
         for partition in &mut topic.partitions {
             partition.leader_id = virtual_id(ctx, partition.leader_id);
+            partition.leader_epoch = ctx.present_epoch(partition.leader_epoch);
             virtual_ids(ctx, &mut partition.replica_nodes);
             virtual_ids(ctx, &mut partition.isr_nodes);
             virtual_ids(ctx, &mut partition.offline_replicas);
@@ -130,6 +131,8 @@ pub fn produce_leader_hints(
             if partition.current_leader.leader_id.0 >= 0 {
                 partition.current_leader.leader_id =
                     virtual_id(ctx, partition.current_leader.leader_id);
+                partition.current_leader.leader_epoch =
+                    ctx.present_epoch(partition.current_leader.leader_epoch);
                 changed = true;
             }
         }

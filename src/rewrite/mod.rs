@@ -41,6 +41,11 @@ pub trait RewriteContext {
     /// The versions of the other configured cluster, when known, so that
     /// clients never negotiate a version one of the two lacks.
     fn other_cluster_versions(&self) -> Option<ApiRanges>;
+    /// A partition leader epoch of this response's cluster as clients see
+    /// it (see `cutover::epochs`).
+    fn present_epoch(&self, real: i32) -> i32 {
+        real
+    }
 }
 
 /// Which responses the proxy must rewrite.
