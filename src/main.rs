@@ -58,11 +58,36 @@ enum Command {
     },
     /// Two in-process clusters, live traffic through switchyard with sync
     /// mirroring, a flip from A to B in the middle of it, and an integrity
-    /// report.
+    /// report. With --cluster-a and --cluster-b, the same against two
+    /// clusters you already have.
     #[cfg(feature = "demo")]
     Demo {
+        /// Records the producers send, all of them together.
         #[arg(long, default_value_t = 20_000)]
         records: usize,
+        /// An existing cluster to start on, instead of an in-process one.
+        /// The demo creates one topic and one consumer group of its own,
+        /// named switchyard-demo-<random>, and deletes both from both
+        /// clusters at the end; it touches nothing else.
+        #[arg(
+            long,
+            requires = "cluster_b",
+            value_name = "HOST:PORT[,HOST:PORT...]",
+            value_parser = switchyard::demo::existing::parse_bootstrap
+        )]
+        cluster_a: Option<String>,
+        /// The existing cluster to flip to (with --cluster-a).
+        #[arg(
+            long,
+            requires = "cluster_a",
+            value_name = "HOST:PORT[,HOST:PORT...]",
+            value_parser = switchyard::demo::existing::parse_bootstrap
+        )]
+        cluster_b: Option<String>,
+        /// Where the client library's and switchyard's log lines go, so that
+        /// the terminal shows only the demo's progress and report.
+        #[arg(long, default_value = "switchyard-demo.log")]
+        log: PathBuf,
     },
 }
 
@@ -96,6 +121,24 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// Sends every log line, switchyard's and the client library's (which
+/// arrive through the `log` bridge), to a file, truncated first; returns
+/// its absolute path. Lines are written as they come, unbuffered, so a
+/// process that exits at once loses none.
+#[cfg(feature = "demo")]
+fn log_to_file(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot write the log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(std::path::absolute(path)?)
 }
 
 #[tokio::main]
@@ -133,19 +176,35 @@ async fn main() -> anyhow::Result<()> {
             switchyard::cli::finalize(&addr, token.as_deref()).await
         }
         #[cfg(feature = "demo")]
-        Command::Demo { records } => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-            tracing_subscriber::fmt().with_env_filter(filter).init();
-            let report = switchyard::demo::run(records).await?;
+        Command::Demo {
+            records,
+            cluster_a,
+            cluster_b,
+            log,
+        } => {
+            use switchyard::demo::Clusters;
+            let log = log_to_file(&log)?;
+            println!("log lines of the clients and of switchyard: {}", log.display());
+            let clusters = match (cluster_a, cluster_b) {
+                (Some(a), Some(b)) => Clusters::Existing { a, b },
+                _ => Clusters::InProcess,
+            };
+            // The demo exits without dropping the runtime: a client library
+            // thread that still waits for an unreachable broker after a
+            // failed run would hold the process open.
+            let report = match switchyard::demo::run(records, clusters).await {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("Error: the demo stopped (details in {}): {e:#}", log.display());
+                    std::process::exit(1);
+                }
+            };
             switchyard::demo::print_report(&report);
             // Lost or reordered records, no flip, clients not on the new
             // cluster, B differing from A, a real broker address seen by a
-            // client: the same failures the printed verdict names.
-            if !report.passed() {
-                std::process::exit(1);
-            }
-            Ok(())
+            // client, a topic or group left on the user's clusters: the
+            // same failures the printed verdict names.
+            std::process::exit(if report.passed() { 0 } else { 1 });
         }
     }
 }

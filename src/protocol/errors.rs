@@ -33,7 +33,9 @@ pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const INVALID_RECORD: i16 = 87;
+pub const PRODUCER_FENCED: i16 = 90;
 
 /// Errors after which a write is retried once metadata is refreshed.
 pub fn is_retriable_write(code: i16) -> bool {
@@ -111,7 +113,9 @@ pub fn name(code: i16) -> &'static str {
         UNKNOWN_PRODUCER_ID => "UNKNOWN_PRODUCER_ID",
         FENCED_LEADER_EPOCH => "FENCED_LEADER_EPOCH",
         UNKNOWN_LEADER_EPOCH => "UNKNOWN_LEADER_EPOCH",
+        MEMBER_ID_REQUIRED => "MEMBER_ID_REQUIRED",
         INVALID_RECORD => "INVALID_RECORD",
+        PRODUCER_FENCED => "PRODUCER_FENCED",
         _ => "UNKNOWN",
     }
 }

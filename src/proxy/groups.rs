@@ -66,6 +66,7 @@ pub(super) fn plan(
     let Some(request) = header::group_member(payload, header).map_err(bad)? else {
         return Ok(GroupStep::Forward(None));
     };
+    tracing::debug!(api = ?api, group = %request.group, member = %request.member, %cluster, "group request");
     let stale = !request.member.is_empty()
         && shared
             .members
@@ -201,7 +202,22 @@ pub(super) fn follow_up(
         FollowUp::JoinGroup { group } => {
             // Walked, not decoded: brokers differ in which strings of this
             // answer they leave null.
-            if let Some(member) = header::join_group_response_member(frame.payload(), version) {
+            let error = frame.payload().get(
+                4 + usize::from(version >= 6) + if version >= 2 { 4 } else { 0 }..,
+            );
+            let error = error.and_then(|b| Some(i16::from_be_bytes([*b.first()?, *b.get(1)?])));
+            tracing::debug!(%group, %cluster, ?error, "JoinGroup answered");
+            // Only a join that succeeded, or that asks the member to come
+            // back with the id it hands out, issues that id: an error
+            // answer echoes the id the request carried (UNKNOWN_MEMBER_ID
+            // for a member of the other cluster), which must keep its home.
+            let issues = matches!(
+                error,
+                Some(crate::protocol::errors::NONE | crate::protocol::errors::MEMBER_ID_REQUIRED)
+            );
+            if let Some(member) = header::join_group_response_member(frame.payload(), version)
+                .filter(|_| issues)
+            {
                 if !member.is_empty() {
                     shared.members.issued(&group, &member, cluster);
                 }
