@@ -421,6 +421,20 @@ pub fn wants_fresh_producer_id(
     Ok(transactional_id.is_none() && producer_id < 0)
 }
 
+/// Error code, producer id and epoch of an InitProducerId response;
+/// `payload` starts at the response header.
+pub fn init_producer_id_response(payload: &[u8], version: i16) -> Option<(i16, i64, i16)> {
+    let mut c = Cursor::new(payload, 4); // correlation id
+    if version >= 2 {
+        c.skip_tagged_fields()?;
+    }
+    c.i32()?; // throttle time
+    let error = c.i16()?;
+    let id = i64::from_be_bytes(c.take(8)?.try_into().ok()?);
+    let epoch = c.i16()?;
+    Some((error, id, epoch))
+}
+
 /// The member id a JoinGroup response hands out, walked (brokers differ in
 /// which strings they leave null). `payload` starts at the response header.
 pub fn join_group_response_member(payload: &[u8], version: i16) -> Option<String> {

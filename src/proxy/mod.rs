@@ -4,6 +4,7 @@ pub mod brokers;
 mod epochs;
 mod groups;
 mod produce;
+mod producer_ids;
 mod responses;
 mod session;
 mod upstream;
@@ -77,6 +78,8 @@ pub struct Shared {
     pub signals: crate::cutover::RouteSignals,
     /// Leader epochs as clients see them.
     pub epochs: crate::cutover::epochs::LeaderEpochs,
+    /// Producer ids each cluster issued to clients.
+    pub issued: producer_ids::IssuedProducerIds,
     /// One flip at a time.
     pub(crate) flip_lock: tokio::sync::Mutex<()>,
     pub(crate) last_flip: std::sync::Mutex<Option<crate::cutover::flip::FlipReport>>,
@@ -375,6 +378,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             signals: crate::cutover::RouteSignals::new(route.primary),
             epochs: crate::cutover::epochs::LeaderEpochs::open(state.clone(), route.primary)?,
+            issued: producer_ids::IssuedProducerIds::open(state.clone())?,
             config,
             brokers,
             metrics: Metrics::new(),

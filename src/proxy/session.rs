@@ -19,7 +19,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::responses::{Next, ReadError, ResponseReader};
-use super::{epochs, groups, produce, upstream, Shared, Target};
+use super::{epochs, groups, produce, producer_ids, upstream, Shared, Target};
 use crate::config::ClusterName;
 use crate::cutover::InFlight;
 use crate::error::SessionError;
@@ -214,6 +214,28 @@ async fn read_and_forward(
                 continue;
             }
         };
+        if let Some(h) = peeked.as_ref().ok().filter(|h| h.api_key == ApiKey::Produce) {
+            // An id the other cluster issued never reaches this one unmapped.
+            let foreign =
+                producer_ids::unmapped_foreign(shared, connection.cluster, &frame, h);
+            if !foreign.is_empty() {
+                let mapped = tokio::time::timeout(
+                    shared.config.upstream.request_timeout(),
+                    producer_ids::map_foreign(shared, connection.cluster, &foreign),
+                )
+                .await;
+                if !matches!(mapped, Ok(Ok(()))) {
+                    tracing::warn!(cluster = %connection.cluster, producers = ?foreign, result = ?mapped.ok(),
+                        "cannot map producer ids of the other cluster; the client is told to retry");
+                    let refusal =
+                        produce::refuse(&frame, h, crate::protocol::errors::REQUEST_TIMED_OUT)?;
+                    if !queue(connection, upstream, &pending, refusal.map(Pending::Local)).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+        }
         let step = connection.classify(&frame, peeked, in_flight)?;
         // At the in-flight limit, upstream gets everything it must answer
         // before the wait for room.
@@ -488,7 +510,11 @@ impl Connection {
                 let shared = self.shared.clone();
                 let (cluster, header) = (self.cluster, header);
                 tokio::spawn(async move {
-                    let _ = tx.send(produce::fresh_producer_id(&shared, cluster, &header).await);
+                    let answer = produce::fresh_producer_id(&shared, cluster, &header).await;
+                    if let Ok(bytes) = &answer {
+                        note_issued(&shared, cluster, header.api_version, &bytes[LENGTH_PREFIX..]);
+                    }
+                    let _ = tx.send(answer);
                 });
                 return Ok(Step {
                     forward: false,
@@ -760,7 +786,10 @@ impl Connection {
                     && mirror.is_none()
                     && follow_up.is_none()
                     && !present_epochs
-                    && header.api_key != ApiKey::SaslHandshake;
+                    && !matches!(
+                        header.api_key,
+                        ApiKey::SaslHandshake | ApiKey::InitProducerId
+                    );
                 let next = self
                     .next_response(
                         reader,
@@ -786,6 +815,9 @@ impl Connection {
                     && handshake_succeeded(frame.payload())
                 {
                     self.sasl_raw.store(true, Ordering::Release);
+                }
+                if header.api_key == ApiKey::InitProducerId {
+                    note_issued(shared, self.cluster, header.api_version, frame.payload());
                 }
                 if let Some(work) = mirror {
                     let submitted =
@@ -877,6 +909,15 @@ fn fence_timeout_answer(
             .map(Some)
             .map_err(|e| SessionError::BadRequest(format!("cannot build a JoinGroup answer: {e}")))
         }
+    }
+}
+
+/// Notes the producer id an InitProducerId answer from `cluster` hands out.
+fn note_issued(shared: &Shared, cluster: ClusterName, version: i16, payload: &[u8]) {
+    if let Some((crate::protocol::errors::NONE, id, _)) =
+        header::init_producer_id_response(payload, version)
+    {
+        shared.issued.note(cluster, id);
     }
 }
 

@@ -732,3 +732,71 @@ pub fn call<Req: Encodable, Resp: Decodable + HeaderVersion>(
     ResponseHeader::decode(&mut buf, Resp::header_version(version))?;
     Ok(Resp::decode(&mut buf, version)?)
 }
+
+/// Every record batch header of one partition, read straight from its
+/// leader (the producer id and sequence a cluster stored each batch under).
+pub fn batch_headers(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<Vec<switchyard::protocol::batch::BatchHeader>> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let first = bootstrap.split(',').next().unwrap_or_default();
+    let meta = metadata(first, Some(&[topic]))?;
+    let leader = meta
+        .topics
+        .first()
+        .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition))
+        .map(|p| p.leader_id)
+        .ok_or_else(|| anyhow!("no leader for {topic}-{partition}"))?;
+    let broker = meta
+        .brokers
+        .iter()
+        .find(|b| b.node_id == leader)
+        .ok_or_else(|| anyhow!("leader {leader:?} not listed"))?;
+    let addr = format!("{}:{}", broker.host, broker.port);
+    let mut out = Vec::new();
+    let mut offset = 0i64;
+    loop {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(50 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(-1)
+                    .with_fetch_offset(offset)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(10 << 20)])]);
+        let response: FetchResponse = call(&addr, ApiKey::Fetch, 11, &request)?;
+        let data = response
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| anyhow!("empty fetch answer"))?;
+        if data.error_code != 0 {
+            bail!("fetch {topic}-{partition}@{offset}: error {}", data.error_code);
+        }
+        let records = data.records.clone().unwrap_or_default();
+        let mut at = 0usize;
+        let mut progressed = false;
+        while records.len() >= at + 61 {
+            let len = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
+            if records.len() < at + 12 + len {
+                break;
+            }
+            let header = switchyard::protocol::batch::read_header(&records[at..])?;
+            offset = header.base_offset + i64::from(header.last_offset_delta) + 1;
+            out.push(header);
+            progressed = true;
+            at += 12 + len;
+        }
+        if !progressed || offset >= data.high_watermark {
+            return Ok(out);
+        }
+    }
+}
