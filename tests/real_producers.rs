@@ -56,7 +56,10 @@ async fn send(producer: &FutureProducer, topic: &str, key: &str, from: u64, to: 
         let value = workload::record_value(key, seq);
         producer
             .send(
-                FutureRecord::to(topic).key(key).payload(&value).partition(0),
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(&value)
+                    .partition(0),
                 Duration::from_secs(30),
             )
             .await
@@ -188,11 +191,36 @@ fn batch_of(producer: &RawProducer, sequence: i32, values: &[String]) -> Bytes {
     buf.freeze()
 }
 
+/// A fresh idempotent producer id, asking again while the cluster's
+/// coordinator loads.
+async fn init_producer_id(addr: &str) -> InitProducerIdResponse {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    for _ in 0..300 {
+        let answer: InitProducerIdResponse =
+            exchange_raw(addr, ApiKey::InitProducerId, 4, &request).await;
+        if answer.error_code == 0 {
+            return answer;
+        }
+        assert!(
+            [14, 15, 16].contains(&answer.error_code),
+            "InitProducerId: error {}",
+            answer.error_code
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no producer id within 30 s");
+}
+
 /// The address of partition 0's leader as switchyard presents it.
 async fn leader_through(bootstrap: &str, topic: &str) -> String {
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    let request = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))))]));
+    let request =
+        MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))))]));
     let metadata: MetadataResponse = exchange_raw(bootstrap, ApiKey::Metadata, 9, &request).await;
     let leader = metadata.topics[0].partitions[0].leader_id;
     let broker = metadata
@@ -213,8 +241,15 @@ async fn produce_raw(bootstrap: &str, topic: &str, batch: Bytes) -> i16 {
                 .with_index(0)
                 .with_records(Some(batch))])]);
     let leader = leader_through(bootstrap, topic).await;
-    let response: ProduceResponse = exchange_raw(&leader, ApiKey::Produce, 7, &request).await;
-    response.responses[0].partition_responses[0].error_code
+    let response: ProduceResponse = exchange_raw(&leader, ApiKey::Produce, 8, &request).await;
+    let answer = &response.responses[0].partition_responses[0];
+    if answer.error_code != 0 {
+        eprintln!(
+            "produce refused: {} {:?}",
+            answer.error_code, answer.error_message
+        );
+    }
+    answer.error_code
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,39 +260,23 @@ async fn a_producer_that_bumps_its_own_epoch_after_the_flip_keeps_its_mapped_id(
     // A's ids run ahead of B's, so an id of A that leaked into B would not
     // be mistaken for the mapped one.
     for _ in 0..5 {
-        let _: InitProducerIdResponse = exchange_raw(
-            &a.bootstrap(),
-            ApiKey::InitProducerId,
-            4,
-            &InitProducerIdRequest::default()
-                .with_transaction_timeout_ms(60_000)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1),
-        )
-        .await;
+        init_producer_id(&a.bootstrap()).await;
     }
     let harness = start_proxy(a, Some(b)).await;
     let admin = harness.proxy.admin_addr();
     let bootstrap = harness.bootstrap();
     post(admin, "/mirror", r#"{"mode":"sync"}"#).await;
 
-    let init: InitProducerIdResponse = exchange_raw(
-        &bootstrap,
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    )
-    .await;
-    assert_eq!(init.error_code, 0);
+    let init = init_producer_id(&bootstrap).await;
     let mut producer = RawProducer {
         id: init.producer_id.0,
         epoch: init.producer_epoch,
     };
     let values: Vec<String> = (0..5).map(|s| workload::record_value("bump", s)).collect();
-    assert_eq!(produce_raw(&bootstrap, topic, batch_of(&producer, 0, &values[..3])).await, 0);
+    assert_eq!(
+        produce_raw(&bootstrap, topic, batch_of(&producer, 0, &values[..3])).await,
+        0
+    );
     wait_for_mirror_lag_zero(admin).await;
 
     let flipped = post(admin, "/flip", "").await;
@@ -265,7 +284,10 @@ async fn a_producer_that_bumps_its_own_epoch_after_the_flip_keeps_its_mapped_id(
     // As Java and librdkafka do after UNKNOWN_PRODUCER_ID or an expired
     // batch: the same id, the next epoch, sequences from 0.
     producer.epoch += 1;
-    assert_eq!(produce_raw(&bootstrap, topic, batch_of(&producer, 0, &values[3..])).await, 0);
+    assert_eq!(
+        produce_raw(&bootstrap, topic, batch_of(&producer, 0, &values[3..])).await,
+        0
+    );
 
     let in_b = producer_of_each_value(b, topic);
     let (mapped_id, mapped_epoch) = in_b["bump#0"];

@@ -296,18 +296,17 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
     }
     // Leader epochs shown from the new primary start above every epoch
     // clients have seen, the old primary's current ones included.
-    let floor = match tokio::time::timeout(run.remaining(), mirror.source().max_leader_epoch())
-        .await
-    {
-        Ok(Ok(max)) => shared.epochs.present(from, max),
-        Ok(Err(e)) => {
-            return run.abort(
-                "move",
-                format!("cannot read the leader epochs of {from}: {e}"),
-            )
-        }
-        Err(_) => return run.abort("move", "the deadline passed".into()),
-    };
+    let floor =
+        match tokio::time::timeout(run.remaining(), mirror.source().max_leader_epoch()).await {
+            Ok(Ok(max)) => shared.epochs.present(from, max),
+            Ok(Err(e)) => {
+                return run.abort(
+                    "move",
+                    format!("cannot read the leader epochs of {from}: {e}"),
+                )
+            }
+            Err(_) => return run.abort("move", "the deadline passed".into()),
+        };
     let base = match shared.epochs.start_era(to, floor) {
         Ok(base) => base,
         Err(e) => return run.abort("move", format!("cannot persist leader epochs: {e}")),
@@ -346,11 +345,9 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
     let mut carries = Vec::new();
     let mut groups = Vec::new();
     for group in shared.groups.all() {
-        let committed = tokio::time::timeout(
-            run.0.remaining(),
-            mirror.source().committed_offsets(&group),
-        )
-        .await;
+        let committed =
+            tokio::time::timeout(run.0.remaining(), mirror.source().committed_offsets(&group))
+                .await;
         let committed = match committed {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {

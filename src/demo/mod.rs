@@ -394,9 +394,9 @@ async fn traffic(
             }
             .set("client.id", prefix);
             let bootstrap = bootstrap.clone();
-            AbortOnDropHandle::new(clients.spawn(async move {
-                workload::produce(&bootstrap, &spec).await
-            }))
+            AbortOnDropHandle::new(
+                clients.spawn(async move { workload::produce(&bootstrap, &spec).await }),
+            )
         })
         .collect();
 
@@ -450,7 +450,10 @@ async fn traffic(
         let bootstrap = bootstrap.clone();
         tokio::task::spawn_blocking(move || addresses_seen_by_client(&bootstrap)).await??
     };
-    let leaked = seen.iter().filter(|a| setup.real_brokers.contains(a)).count();
+    let leaked = seen
+        .iter()
+        .filter(|a| setup.real_brokers.contains(a))
+        .count();
     let (in_a, in_b) = {
         let setup = setup.clone();
         let read = move |bootstrap: &str| {

@@ -72,7 +72,9 @@ impl Duplicates {
     pub fn of(consumed: &[RecordRef], stored: &StoredIndex) -> Duplicates {
         let mut reads: HashMap<(i32, &str, u64), usize> = HashMap::new();
         for r in consumed {
-            *reads.entry((r.partition, r.key.as_str(), r.seq)).or_default() += 1;
+            *reads
+                .entry((r.partition, r.key.as_str(), r.seq))
+                .or_default() += 1;
         }
         let mut duplicates = Duplicates::default();
         for ((partition, key, seq), reads) in reads {

@@ -59,15 +59,15 @@ struct Mapping {
 
 impl Mapping {
     fn mirror_for(&self, client_epoch: i16) -> Option<(i64, i16)> {
-        let epoch = i32::from(self.mirror_epoch) + i32::from(client_epoch)
-            - i32::from(self.client_epoch);
+        let epoch =
+            i32::from(self.mirror_epoch) + i32::from(client_epoch) - i32::from(self.client_epoch);
         let epoch = i16::try_from(epoch).ok().filter(|e| *e >= 0)?;
         Some((self.mirror, epoch))
     }
 
     fn client_for(&self, mirror_epoch: i16) -> Option<i16> {
-        let epoch = i32::from(self.client_epoch) + i32::from(mirror_epoch)
-            - i32::from(self.mirror_epoch);
+        let epoch =
+            i32::from(self.client_epoch) + i32::from(mirror_epoch) - i32::from(self.mirror_epoch);
         i16::try_from(epoch).ok().filter(|e| *e >= 0)
     }
 }
@@ -268,7 +268,11 @@ mod tests {
         assert_eq!(map.mapped((7, 3)), Some((9000, 0)));
         assert_eq!(map.mapped((7, 4)), Some((9000, 1)), "bumped once");
         assert_eq!(map.mapped((7, 6)), Some((9000, 3)));
-        assert_eq!(map.mapped((7, 2)), None, "an epoch below the mapping has no mirror epoch");
+        assert_eq!(
+            map.mapped((7, 2)),
+            None,
+            "an epoch below the mapping has no mirror epoch"
+        );
         assert_eq!(map.client_for((9000, 1)), Some((7, 4)));
         // Sequences restart at 0 in the new epoch.
         assert_eq!(map.first_sequence((7, 3), "t", 0, 120), 120);

@@ -69,7 +69,10 @@ fn skip(c: &mut Cursor<'_>, n: usize) -> Option<()> {
 
 /// `current_leader_epoch` of every partition of a Fetch request (v9-v11;
 /// earlier versions carry none).
-pub fn fetch_request(payload: &[u8], header: &RequestHeaderPeek) -> Result<Vec<EpochAt>, PeekError> {
+pub fn fetch_request(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<Vec<EpochAt>, PeekError> {
     let v = header.api_version;
     let malformed = |reason| PeekError::MalformedBody {
         api: ApiKey::Fetch,
@@ -80,7 +83,9 @@ pub fn fetch_request(payload: &[u8], header: &RequestHeaderPeek) -> Result<Vec<E
         return Ok(Vec::new());
     }
     if v >= 12 {
-        return Err(malformed("leader epochs of flexible Fetch versions are not walked"));
+        return Err(malformed(
+            "leader epochs of flexible Fetch versions are not walked",
+        ));
     }
     let walk = || -> Option<Vec<EpochAt>> {
         let mut c = Cursor::new(payload, header.body_offset);
@@ -137,7 +142,7 @@ pub fn list_offsets_request(
         }
         Some(out)
     };
-    walk().ok_or_else(|| PeekError::MalformedBody {
+    walk().ok_or(PeekError::MalformedBody {
         api: ApiKey::ListOffsets,
         version: v,
         reason: "partitions run past the frame",
@@ -228,7 +233,7 @@ pub fn offset_commit_request(
         }
         Some(out)
     };
-    walk().ok_or_else(|| PeekError::MalformedBody {
+    walk().ok_or(PeekError::MalformedBody {
         api: ApiKey::OffsetCommit,
         version: v,
         reason: "partitions run past the frame",
@@ -455,22 +460,26 @@ mod tests {
     }
 
     fn epochs_at(bytes: &[u8], at: impl IntoIterator<Item = usize>) -> Vec<i32> {
-        at.into_iter().map(|a| read_i32(bytes, a).unwrap()).collect()
+        at.into_iter()
+            .map(|a| read_i32(bytes, a).unwrap())
+            .collect()
     }
 
     #[test]
     fn fetch_request_epochs_are_found_in_v9_to_v11() {
         use fetch_request::{FetchPartition, FetchTopic};
         let body = FetchRequest::default().with_topics(vec![
-            FetchTopic::default().with_topic(name("a")).with_partitions(vec![
-                FetchPartition::default()
-                    .with_partition(0)
-                    .with_current_leader_epoch(11)
-                    .with_fetch_offset(100),
-                FetchPartition::default()
-                    .with_partition(1)
-                    .with_current_leader_epoch(12),
-            ]),
+            FetchTopic::default()
+                .with_topic(name("a"))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(11)
+                        .with_fetch_offset(100),
+                    FetchPartition::default()
+                        .with_partition(1)
+                        .with_current_leader_epoch(12),
+                ]),
             FetchTopic::default()
                 .with_topic(name("bb"))
                 .with_partitions(vec![FetchPartition::default()
@@ -481,12 +490,17 @@ mod tests {
             let bytes = request(ApiKey::Fetch, v, &body);
             let header = peek_request(&bytes).unwrap();
             let found = fetch_request(&bytes, &header).unwrap();
-            assert_eq!(epochs_at(&bytes, found.iter().map(|f| f.at)), vec![11, 12, 13]);
+            assert_eq!(
+                epochs_at(&bytes, found.iter().map(|f| f.at)),
+                vec![11, 12, 13]
+            );
             assert_eq!(found[2].topic, "bb");
             assert_eq!(found[2].partition, 5);
         }
         let bytes = request(ApiKey::Fetch, 8, &body);
-        assert!(fetch_request(&bytes, &peek_request(&bytes).unwrap()).unwrap().is_empty());
+        assert!(fetch_request(&bytes, &peek_request(&bytes).unwrap())
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -505,7 +519,11 @@ mod tests {
         for v in 4..=10 {
             let bytes = request(ApiKey::ListOffsets, v, &body);
             let found = list_offsets_request(&bytes, &peek_request(&bytes).unwrap()).unwrap();
-            assert_eq!(epochs_at(&bytes, found.iter().map(|f| f.at)), vec![4, 5], "v{v}");
+            assert_eq!(
+                epochs_at(&bytes, found.iter().map(|f| f.at)),
+                vec![4, 5],
+                "v{v}"
+            );
         }
         use offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
         let body = OffsetForLeaderEpochRequest::default().with_topics(vec![
@@ -539,7 +557,9 @@ mod tests {
                     .with_partition_index(2)
                     .with_committed_offset(4242)
                     .with_committed_leader_epoch(8)
-                    .with_committed_metadata(Some(StrBytes::from_static_str("meta")))])]);
+                    .with_committed_metadata(Some(StrBytes::from_static_str(
+                        "meta",
+                    )))])]);
         for v in 7..=9 {
             let bytes = request(ApiKey::OffsetCommit, v, &body);
             let found = offset_commit_request(&bytes, &peek_request(&bytes).unwrap()).unwrap();
@@ -616,14 +636,18 @@ mod tests {
     #[test]
     fn epoch_responses_are_walked() {
         use list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-        let body = ListOffsetsResponse::default().with_topics(vec![ListOffsetsTopicResponse::default()
-            .with_name(name("t"))
-            .with_partitions(vec![ListOffsetsPartitionResponse::default()
-                .with_offset(77)
-                .with_leader_epoch(6)])]);
+        let body =
+            ListOffsetsResponse::default().with_topics(vec![ListOffsetsTopicResponse::default()
+                .with_name(name("t"))
+                .with_partitions(vec![ListOffsetsPartitionResponse::default()
+                    .with_offset(77)
+                    .with_leader_epoch(6)])]);
         for v in 4..=10 {
             let bytes = response(v, &body);
-            assert_eq!(epochs_at(&bytes, list_offsets_response(&bytes, v).unwrap()), vec![6]);
+            assert_eq!(
+                epochs_at(&bytes, list_offsets_response(&bytes, v).unwrap()),
+                vec![6]
+            );
         }
         use offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
         let body = OffsetForLeaderEpochResponse::default().with_topics(vec![
@@ -639,28 +663,37 @@ mod tests {
             assert_eq!(epochs_at(&bytes, found), vec![3]);
         }
         use offset_fetch_response::{
-            OffsetFetchResponseGroup, OffsetFetchResponsePartition,
-            OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+            OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+            OffsetFetchResponseTopic, OffsetFetchResponseTopics,
         };
-        let single = OffsetFetchResponse::default().with_topics(vec![OffsetFetchResponseTopic::default()
-            .with_name(name("t"))
-            .with_partitions(vec![OffsetFetchResponsePartition::default()
-                .with_committed_offset(5)
-                .with_committed_leader_epoch(14)
-                .with_metadata(Some(StrBytes::from_static_str("m")))])]);
+        let single =
+            OffsetFetchResponse::default().with_topics(vec![OffsetFetchResponseTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![OffsetFetchResponsePartition::default()
+                    .with_committed_offset(5)
+                    .with_committed_leader_epoch(14)
+                    .with_metadata(Some(StrBytes::from_static_str("m")))])]);
         for v in 5..=7 {
             let bytes = response(v, &single);
-            assert_eq!(epochs_at(&bytes, offset_fetch_response(&bytes, v).unwrap()), vec![14]);
+            assert_eq!(
+                epochs_at(&bytes, offset_fetch_response(&bytes, v).unwrap()),
+                vec![14]
+            );
         }
-        let grouped = OffsetFetchResponse::default().with_groups(vec![OffsetFetchResponseGroup::default()
-            .with_group_id(GroupId(StrBytes::from_static_str("g")))
-            .with_topics(vec![OffsetFetchResponseTopics::default()
-                .with_name(name("t"))
-                .with_partitions(vec![OffsetFetchResponsePartitions::default()
-                    .with_committed_leader_epoch(15)])])]);
+        let grouped =
+            OffsetFetchResponse::default().with_groups(vec![OffsetFetchResponseGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(vec![OffsetFetchResponseTopics::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        OffsetFetchResponsePartitions::default().with_committed_leader_epoch(15)
+                    ])])]);
         for v in 8..=9 {
             let bytes = response(v, &grouped);
-            assert_eq!(epochs_at(&bytes, offset_fetch_response(&bytes, v).unwrap()), vec![15]);
+            assert_eq!(
+                epochs_at(&bytes, offset_fetch_response(&bytes, v).unwrap()),
+                vec![15]
+            );
         }
     }
 

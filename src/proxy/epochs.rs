@@ -118,15 +118,19 @@ pub(super) fn request(
         }
         ApiKey::OffsetCommit => {
             for c in walk::offset_commit_request(payload, header).map_err(bad)? {
-                let (Some(epoch), Some(offset)) =
-                    (read_i32(payload, c.epoch_at), read_i64(payload, c.offset_at))
-                else {
+                let (Some(epoch), Some(offset)) = (
+                    read_i32(payload, c.epoch_at),
+                    read_i64(payload, c.offset_at),
+                ) else {
                     continue;
                 };
                 match epochs.from_client(cluster, epoch) {
                     ClientEpoch::Real(real) if real != epoch => patches.push((c.epoch_at, real)),
                     ClientEpoch::Real(_) => {}
-                    ClientEpoch::Stale { cluster: from, real } if from == cluster => {
+                    ClientEpoch::Stale {
+                        cluster: from,
+                        real,
+                    } if from == cluster => {
                         patches.push((c.epoch_at, real));
                     }
                     ClientEpoch::Stale { cluster: from, .. } => {

@@ -202,9 +202,9 @@ pub(super) fn follow_up(
         FollowUp::JoinGroup { group } => {
             // Walked, not decoded: brokers differ in which strings of this
             // answer they leave null.
-            let error = frame.payload().get(
-                4 + usize::from(version >= 6) + if version >= 2 { 4 } else { 0 }..,
-            );
+            let error = frame
+                .payload()
+                .get(4 + usize::from(version >= 6) + if version >= 2 { 4 } else { 0 }..);
             let error = error.and_then(|b| Some(i16::from_be_bytes([*b.first()?, *b.get(1)?])));
             tracing::debug!(%group, %cluster, ?error, "JoinGroup answered");
             // Only a join that succeeded, or that asks the member to come
@@ -215,8 +215,8 @@ pub(super) fn follow_up(
                 error,
                 Some(crate::protocol::errors::NONE | crate::protocol::errors::MEMBER_ID_REQUIRED)
             );
-            if let Some(member) = header::join_group_response_member(frame.payload(), version)
-                .filter(|_| issues)
+            if let Some(member) =
+                header::join_group_response_member(frame.payload(), version).filter(|_| issues)
             {
                 if !member.is_empty() {
                     shared.members.issued(&group, &member, cluster);

@@ -214,10 +214,13 @@ async fn read_and_forward(
                 continue;
             }
         };
-        if let Some(h) = peeked.as_ref().ok().filter(|h| h.api_key == ApiKey::Produce) {
+        if let Some(h) = peeked
+            .as_ref()
+            .ok()
+            .filter(|h| h.api_key == ApiKey::Produce)
+        {
             // An id the other cluster issued never reaches this one unmapped.
-            let foreign =
-                producer_ids::unmapped_foreign(shared, connection.cluster, &frame, h);
+            let foreign = producer_ids::unmapped_foreign(shared, connection.cluster, &frame, h);
             if !foreign.is_empty() {
                 let mapped = tokio::time::timeout(
                     shared.config.upstream.request_timeout(),
@@ -512,7 +515,12 @@ impl Connection {
                 tokio::spawn(async move {
                     let answer = produce::fresh_producer_id(&shared, cluster, &header).await;
                     if let Ok(bytes) = &answer {
-                        note_issued(&shared, cluster, header.api_version, &bytes[LENGTH_PREFIX..]);
+                        note_issued(
+                            &shared,
+                            cluster,
+                            header.api_version,
+                            &bytes[LENGTH_PREFIX..],
+                        );
                     }
                     let _ = tx.send(answer);
                 });
@@ -535,7 +543,9 @@ impl Connection {
                 return Ok(Step {
                     forward: false,
                     replacement: None,
-                    pending: Some(Pending::Local(groups::answer_error(payload, &header, error)?)),
+                    pending: Some(Pending::Local(groups::answer_error(
+                        payload, &header, error,
+                    )?)),
                 })
             }
         };
@@ -842,11 +852,19 @@ impl Connection {
                         }
                     };
                     let out = changed.unwrap_or_else(|| frame.wire_bytes().clone());
-                    return Ok(Outgoing::Bytes(self.presented(&header, present_epochs, out)));
+                    return Ok(Outgoing::Bytes(self.presented(
+                        &header,
+                        present_epochs,
+                        out,
+                    )));
                 }
                 let Some(kind) = rewrite else {
                     let out = frame.wire_bytes().clone();
-                    return Ok(Outgoing::Bytes(self.presented(&header, present_epochs, out)));
+                    return Ok(Outgoing::Bytes(self.presented(
+                        &header,
+                        present_epochs,
+                        out,
+                    )));
                 };
                 let view = shared.view(self.cluster);
                 match rewrite::rewrite_response(

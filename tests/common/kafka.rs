@@ -730,7 +730,7 @@ pub fn call<Req: Encodable, Resp: Decodable + HeaderVersion>(
     stream.read_exact(&mut body)?;
     let mut buf = Bytes::from(body);
     ResponseHeader::decode(&mut buf, Resp::header_version(version))?;
-    Ok(Resp::decode(&mut buf, version)?)
+    Resp::decode(&mut buf, version)
 }
 
 /// Every record batch header of one partition, read straight from its
@@ -779,7 +779,10 @@ pub fn batch_headers(
             .and_then(|t| t.partitions.first())
             .ok_or_else(|| anyhow!("empty fetch answer"))?;
         if data.error_code != 0 {
-            bail!("fetch {topic}-{partition}@{offset}: error {}", data.error_code);
+            bail!(
+                "fetch {topic}-{partition}@{offset}: error {}",
+                data.error_code
+            );
         }
         let records = data.records.clone().unwrap_or_default();
         let mut at = 0usize;
