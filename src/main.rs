@@ -184,7 +184,10 @@ async fn main() -> anyhow::Result<()> {
         } => {
             use switchyard::demo::Clusters;
             let log = log_to_file(&log)?;
-            println!("log lines of the clients and of switchyard: {}", log.display());
+            println!(
+                "log lines of the clients and of switchyard: {}",
+                log.display()
+            );
             let clusters = match (cluster_a, cluster_b) {
                 (Some(a), Some(b)) => Clusters::Existing { a, b },
                 _ => Clusters::InProcess,
@@ -195,7 +198,10 @@ async fn main() -> anyhow::Result<()> {
             let report = match switchyard::demo::run(records, clusters).await {
                 Ok(report) => report,
                 Err(e) => {
-                    eprintln!("Error: the demo stopped (details in {}): {e:#}", log.display());
+                    eprintln!(
+                        "Error: the demo stopped (details in {}): {e:#}",
+                        log.display()
+                    );
                     std::process::exit(1);
                 }
             };

@@ -198,7 +198,10 @@ pub async fn create_topic(
         .with_context(|| format!("cannot create {topic} in cluster {}", cluster.label))?;
     for result in results {
         if let Err((_, code)) = result {
-            bail!("cluster {} refused to create {topic}: {code}", cluster.label);
+            bail!(
+                "cluster {} refused to create {topic}: {code}",
+                cluster.label
+            );
         }
     }
     let (cluster, topic) = (cluster.clone(), topic.to_owned());
@@ -395,11 +398,16 @@ mod tests {
             parse_bootstrap("kafka-1:9092, kafka-2:9093").as_deref(),
             Ok("kafka-1:9092,kafka-2:9093")
         );
-        assert_eq!(
-            parse_bootstrap("[::1]:9092").as_deref(),
-            Ok("[::1]:9092")
-        );
-        for bad in ["kafka-1", "kafka-1:", ":9092", "kafka-1:0", "kafka-1:99999", "a:1,", ""] {
+        assert_eq!(parse_bootstrap("[::1]:9092").as_deref(), Ok("[::1]:9092"));
+        for bad in [
+            "kafka-1",
+            "kafka-1:",
+            ":9092",
+            "kafka-1:0",
+            "kafka-1:99999",
+            "a:1,",
+            "",
+        ] {
             assert!(parse_bootstrap(bad).is_err(), "{bad} accepted");
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod existing;
 mod report;
+mod stored;
 pub mod workload;
 
 use std::future::Future;
@@ -394,9 +395,9 @@ async fn traffic(
             }
             .set("client.id", prefix);
             let bootstrap = bootstrap.clone();
-            AbortOnDropHandle::new(clients.spawn(async move {
-                workload::produce(&bootstrap, &spec).await
-            }))
+            AbortOnDropHandle::new(
+                clients.spawn(async move { workload::produce(&bootstrap, &spec).await }),
+            )
         })
         .collect();
 
@@ -450,7 +451,10 @@ async fn traffic(
         let bootstrap = bootstrap.clone();
         tokio::task::spawn_blocking(move || addresses_seen_by_client(&bootstrap)).await??
     };
-    let leaked = seen.iter().filter(|a| setup.real_brokers.contains(a)).count();
+    let leaked = seen
+        .iter()
+        .filter(|a| setup.real_brokers.contains(a))
+        .count();
     let (in_a, in_b) = {
         let setup = setup.clone();
         let read = move |bootstrap: &str| {
@@ -497,7 +501,7 @@ async fn traffic(
         brokers_seen_by_clients: seen,
         real_brokers_leaked: leaked,
         integrity: workload::check_against(&acked, &consumed, &stored),
-        duplicates: Duplicates::of(&consumed, &stored),
+        duplicates: Duplicates::by_stored_copies(&consumed, &stored),
         left_behind: Vec::new(),
     })
 }
