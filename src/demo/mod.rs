@@ -4,6 +4,7 @@
 
 pub mod existing;
 mod report;
+mod stored;
 pub mod workload;
 
 use std::future::Future;
@@ -500,7 +501,7 @@ async fn traffic(
         brokers_seen_by_clients: seen,
         real_brokers_leaked: leaked,
         integrity: workload::check_against(&acked, &consumed, &stored),
-        duplicates: Duplicates::of(&consumed, &stored),
+        duplicates: Duplicates::by_stored_copies(&consumed, &stored),
         left_behind: Vec::new(),
     })
 }

@@ -65,11 +65,32 @@ pub struct Duplicates {
 }
 
 impl Duplicates {
+    /// Splits the duplicates by where they were read: a second read at the
+    /// same partition and offset is the same copy read again. Right only
+    /// when every record was read from clusters that agree on offsets.
+    pub fn of(consumed: &[RecordRef]) -> Duplicates {
+        let mut positions = std::collections::HashSet::new();
+        let mut copies: HashMap<(&str, u64), usize> = HashMap::new();
+        let mut duplicates = Duplicates::default();
+        for r in consumed {
+            if !positions.insert((r.partition, r.offset)) {
+                duplicates.read_again += 1;
+            } else {
+                let n = copies.entry((r.key.as_str(), r.seq)).or_insert(0);
+                *n += 1;
+                if *n > 1 {
+                    duplicates.stored_twice += 1;
+                }
+            }
+        }
+        duplicates
+    }
+
     /// Splits the duplicates by how many copies of each record its
-    /// partition holds in `stored`. Offsets cannot tell them apart: a group
-    /// that moved read from two clusters, whose offsets for the same record
-    /// agree only when both logs started together.
-    pub fn of(consumed: &[RecordRef], stored: &StoredIndex) -> Duplicates {
+    /// partition holds in `stored`. For a group that moved between clusters
+    /// whose offsets for the same record differ, where `of` would take a
+    /// record read again for a second copy.
+    pub fn by_stored_copies(consumed: &[RecordRef], stored: &StoredIndex) -> Duplicates {
         let mut reads: HashMap<(i32, &str, u64), usize> = HashMap::new();
         for r in consumed {
             *reads
@@ -379,8 +400,10 @@ mod tests {
             r("k", 1, 0, 2), // the second copy
             r("k", 2, 0, 3),
         ];
-        let d = Duplicates::of(&consumed, &in_b);
+        let d = Duplicates::by_stored_copies(&consumed, &in_b);
         assert_eq!((d.read_again, d.stored_twice), (1, 1));
+        let d = Duplicates::of(&consumed);
+        assert_eq!((d.read_again, d.stored_twice), (1, 1), "offsets agree here");
     }
 
     #[test]
@@ -390,7 +413,7 @@ mod tests {
         // again because the commit had not landed.
         let in_b = StoredIndex::of(&stored(0, 0, &[("k", 0), ("k", 1)]));
         let consumed = [r("k", 0, 0, 1), r("k", 0, 0, 0), r("k", 1, 0, 1)];
-        let d = Duplicates::of(&consumed, &in_b);
+        let d = Duplicates::by_stored_copies(&consumed, &in_b);
         assert_eq!((d.read_again, d.stored_twice), (1, 0));
     }
 

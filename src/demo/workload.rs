@@ -13,6 +13,8 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Serialize;
 
+pub use super::stored::{read_cluster, read_cluster_as, StoredIndex, StoredRecord};
+
 /// One acknowledged or consumed record: which key, which per-key sequence
 /// number, where it landed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -213,7 +215,7 @@ pub fn record_value(key: &str, seq: u64) -> String {
     format!("{key}#{seq}#{}", "x".repeat(64))
 }
 
-fn parse_value(value: &[u8]) -> Option<(String, u64)> {
+pub(super) fn parse_value(value: &[u8]) -> Option<(String, u64)> {
     let text = std::str::from_utf8(value).ok()?;
     let mut parts = text.splitn(3, '#');
     let key = parts.next()?.to_owned();
@@ -521,141 +523,6 @@ fn check_ordered_by(
     report
 }
 
-/// One record as a cluster stores it, everything a consumer can compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-    pub timestamp: Option<i64>,
-}
-
-/// A topic's records as one cluster stores them, looked up by what they
-/// hold (key and sequence number) rather than by offset.
-#[derive(Debug, Default)]
-pub struct StoredIndex {
-    records: HashMap<(i32, String, u64), StoredCopies>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct StoredCopies {
-    /// Index of the first copy among its partition's records.
-    first: usize,
-    count: usize,
-}
-
-impl StoredIndex {
-    /// Records whose value is not one the workload writes are left out.
-    pub fn of(stored: &BTreeMap<i32, Vec<StoredRecord>>) -> StoredIndex {
-        let mut records = HashMap::new();
-        for (&partition, partition_records) in stored {
-            for (index, record) in partition_records.iter().enumerate() {
-                let Some((key, seq)) = record.value.as_deref().and_then(parse_value) else {
-                    continue;
-                };
-                records
-                    .entry((partition, key, seq))
-                    .and_modify(|c: &mut StoredCopies| c.count += 1)
-                    .or_insert(StoredCopies {
-                        first: index,
-                        count: 1,
-                    });
-            }
-        }
-        StoredIndex { records }
-    }
-
-    /// Where the first copy of (key, seq) sits among its partition's
-    /// records.
-    pub fn position(&self, partition: i32, key: &str, seq: u64) -> Option<usize> {
-        self.records
-            .get(&(partition, key.to_owned(), seq))
-            .map(|c| c.first)
-    }
-
-    /// How many copies of (key, seq) the partition holds.
-    pub fn copies(&self, partition: i32, key: &str, seq: u64) -> usize {
-        self.records
-            .get(&(partition, key.to_owned(), seq))
-            .map_or(0, |c| c.count)
-    }
-}
-
-/// Reads every record of `topic` straight from a cluster (not through the
-/// proxy), per partition, up to each partition's high watermark.
-pub fn read_cluster(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<BTreeMap<i32, Vec<StoredRecord>>> {
-    read_cluster_as(bootstrap, "direct-reader", topic, partitions)
-}
-
-/// `read_cluster` with the group id of the caller's choosing. The reader
-/// assigns itself partitions and never commits, so the group is named in
-/// coordinator lookups only; on a cluster that is not the caller's own, it
-/// should be a group the caller owns anyway.
-pub fn read_cluster_as(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<BTreeMap<i32, Vec<StoredRecord>>> {
-    use rdkafka::consumer::BaseConsumer;
-    use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = consumer_config(bootstrap, group)
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let mut out = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for partition in 0..partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        ends.insert(partition, high);
-        out.insert(partition, Vec::new());
-        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = |out: &BTreeMap<i32, Vec<StoredRecord>>| {
-        ends.iter().all(|(p, high)| {
-            out[p]
-                .last()
-                .map_or(*high == 0, |r: &StoredRecord| r.offset + 1 >= *high)
-        })
-    };
-    while !done(&out) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "could not read {topic} up to its end"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message?;
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let Some(records) = out.get_mut(&message.partition()) else {
-            anyhow::bail!("{topic}-{} was not assigned", message.partition());
-        };
-        records.push(StoredRecord {
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-            timestamp: message.timestamp().to_millis(),
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,5 +564,57 @@ mod tests {
         assert_eq!(report.key_order_violations, 1);
         assert_eq!(report.partition_order_violations, 1);
         assert!(!report.is_clean());
+    }
+
+    /// A partition as it ends up stored: (key, seq) at offsets from 0.
+    fn stored_partition(partition: i32, records: &[(&str, u64)]) -> StoredIndex {
+        let records = records
+            .iter()
+            .zip(0..)
+            .map(|(&(key, seq), offset)| StoredRecord {
+                offset,
+                key: Some(key.as_bytes().to_vec()),
+                value: Some(record_value(key, seq).into_bytes()),
+                headers: Vec::new(),
+                timestamp: None,
+            })
+            .collect();
+        StoredIndex::of(&[(partition, records)].into())
+    }
+
+    #[test]
+    fn partition_order_is_judged_by_stored_position_when_clusters_differ_in_offsets() {
+        // The group read a0 and b0 from A, where the partition's log
+        // started at offset 100, then moved to B (log from 0) and read the
+        // rest there: offsets go backwards, the partition's order does not.
+        let in_b = stored_partition(0, &[("a", 0), ("b", 0), ("a", 1), ("b", 1)]);
+        let acked = vec![
+            r("a", 0, 0, 100),
+            r("b", 0, 0, 101),
+            r("a", 1, 0, 2),
+            r("b", 1, 0, 3),
+        ];
+        let consumed = vec![
+            r("a", 0, 0, 100),
+            r("b", 0, 0, 101),
+            r("b", 0, 0, 1), // read again in B: not committed before the move
+            r("a", 1, 0, 2),
+            r("b", 1, 0, 3),
+        ];
+        assert_eq!(check(&acked, &consumed).partition_order_violations, 1);
+        let report = check_against(&acked, &consumed, &in_b);
+        assert_eq!(report.partition_order_violations, 0, "{report:?}");
+        assert_eq!((report.lost, report.duplicates), (0, 1));
+
+        // Out of order is still out of order: b0 read before a0 although
+        // the partition holds a0 first.
+        let swapped = vec![
+            r("b", 0, 0, 1),
+            r("a", 0, 0, 0),
+            r("a", 1, 0, 2),
+            r("b", 1, 0, 3),
+        ];
+        let report = check_against(&acked, &swapped, &in_b);
+        assert_eq!(report.partition_order_violations, 1, "{report:?}");
     }
 }
