@@ -317,6 +317,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
             "fenced": shared.signals.is_fenced(),
             "last_flip": *shared.last_flip.lock().unwrap_or_else(|p| p.into_inner()),
             "carried_offsets": shared.carried.snapshot(),
+            "leader_epoch_eras": shared.epochs.eras_snapshot(),
+            "transactional_producers": shared.transactional.all(),
         }),
         mirroring: mirror_status(&shared),
         readiness: readiness_value(&shared).await,

@@ -349,6 +349,43 @@ impl CarriedOffsets {
     }
 }
 
+const TRANSACTIONAL_FILE: &str = "transactional-ids.json";
+
+/// Transactional producers seen in client traffic. Transactions are not
+/// mirrored (their markers are written by the cluster's coordinator, never
+/// through Produce), so readiness names every one of them.
+pub struct TransactionalProducers {
+    state: StateDir,
+    ids: Mutex<BTreeSet<String>>,
+}
+
+impl TransactionalProducers {
+    pub fn open(state: StateDir) -> Result<TransactionalProducers, StateError> {
+        let ids: BTreeSet<String> = state.load(TRANSACTIONAL_FILE)?.unwrap_or_default();
+        Ok(TransactionalProducers {
+            state,
+            ids: Mutex::new(ids),
+        })
+    }
+
+    pub fn note(&self, transactional_id: &str) {
+        let mut ids = lock(&self.ids);
+        if !ids.contains(transactional_id) && ids.insert(transactional_id.to_owned()) {
+            tracing::warn!(
+                transactional_id,
+                "transactional producer seen: transactions are not mirrored, so a flip is not ready while it is in use"
+            );
+            if let Err(e) = self.state.store(TRANSACTIONAL_FILE, &*ids) {
+                tracing::error!(error = %e, "cannot persist transactional producers");
+            }
+        }
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        lock(&self.ids).iter().cloned().collect()
+    }
+}
+
 const GROUPS_FILE: &str = "groups.json";
 
 /// Consumer groups seen in client traffic, persisted so a restarted proxy

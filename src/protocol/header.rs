@@ -391,6 +391,71 @@ pub fn join_group_wait_ms(payload: &[u8], header: &RequestHeaderPeek) -> Result<
         .ok_or_else(|| malformed("no rebalance timeout"))
 }
 
+/// The transactional id of an InitProducerId request, if it has one.
+pub fn init_producer_id_transactional_id(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<Option<String>, PeekError> {
+    let v = header.api_version;
+    let mut c = Cursor::new(payload, header.body_offset);
+    let id = if v >= 2 {
+        c.compact_nullable_string()
+    } else {
+        c.nullable_string()
+    }
+    .ok_or(PeekError::MalformedBody {
+        api: ApiKey::InitProducerId,
+        version: v,
+        reason: "transactional id runs past the frame",
+    })?;
+    Ok(id.map(|b| String::from_utf8_lossy(b).into_owned()))
+}
+
+/// The transactional ids a FindCoordinator request asks about (key type 1).
+pub fn find_coordinator_transactional_ids(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+) -> Result<Vec<String>, PeekError> {
+    let version = header.api_version;
+    let malformed = |reason| PeekError::MalformedBody {
+        api: ApiKey::FindCoordinator,
+        version,
+        reason,
+    };
+    let mut c = Cursor::new(payload, header.body_offset);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if version >= 4 {
+        let key_type = c.i8().ok_or_else(|| malformed("no key type"))?;
+        let count = c
+            .array_len(true)
+            .ok_or_else(|| malformed("key count is wrong for the frame"))?
+            .unwrap_or(0);
+        let mut keys = Vec::new();
+        for _ in 0..count {
+            let key = c
+                .compact_nullable_string()
+                .ok_or_else(|| malformed("key runs past the frame"))?;
+            keys.extend(key.map(text));
+        }
+        return Ok(if key_type == 1 { keys } else { Vec::new() });
+    }
+    if version == 0 {
+        return Ok(Vec::new());
+    }
+    let key = if version >= 3 {
+        c.compact_nullable_string()
+    } else {
+        c.nullable_string()
+    }
+    .ok_or_else(|| malformed("key runs past the frame"))?;
+    let key_type = c.i8().ok_or_else(|| malformed("no key type"))?;
+    Ok(if key_type == 1 {
+        key.map(text).into_iter().collect()
+    } else {
+        Vec::new()
+    })
+}
+
 /// Whether an InitProducerId request asks for a fresh idempotent producer
 /// id: no transactional id and no existing producer id (v3+ may carry one
 /// to bump its epoch).

@@ -73,10 +73,15 @@ pub(super) fn plan(
             .cluster_of(&request.member)
             .is_some_and(|c| c != cluster);
     match api {
-        ApiKey::Heartbeat | ApiKey::SyncGroup | ApiKey::OffsetCommit if stale => {
+        ApiKey::Heartbeat | ApiKey::SyncGroup | ApiKey::OffsetCommit | ApiKey::JoinGroup
+            if stale =>
+        {
             // A member of the previous primary: unknown here. Told so, it
-            // rejoins at once (and its commit, in the other cluster's
-            // offsets, never lands).
+            // rejoins at once with no member id (and its commit, in the
+            // other cluster's offsets, never lands). A static member that
+            // joined with its old id where its instance id is still
+            // registered under another would be fenced (FENCED_INSTANCE_ID
+            // is fatal for clients); joining afresh replaces it instead.
             shared.metrics.stale_member_requests.increment(1);
             tracing::info!(group = %request.group, member = %request.member, api = ?api,
                 "request from a member of the previous primary answered UNKNOWN_MEMBER_ID");
@@ -130,6 +135,15 @@ pub(super) fn answer_error(
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
     let header_version = header.api_key.response_header_version(version);
     let encoded = match header.api_key {
+        ApiKey::JoinGroup => rewrite::encode(
+            &response_header,
+            header_version,
+            &kafka_protocol::messages::JoinGroupResponse::default()
+                .with_error_code(error)
+                .with_generation_id(-1)
+                .with_protocol_name(Some(StrBytes::default())),
+            version,
+        ),
         ApiKey::Heartbeat => rewrite::encode(
             &response_header,
             header_version,
@@ -305,4 +319,44 @@ fn serve_carried(carried: Option<i64>, offset: &mut i64, epoch: &mut i32, error:
     *epoch = -1;
     *error = 0;
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, RequestHeader};
+    use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, HeaderVersion};
+
+    #[test]
+    fn a_member_of_the_other_cluster_is_told_to_join_afresh_in_every_version() {
+        for version in 0..=9 {
+            let mut payload = bytes::BytesMut::new();
+            encode_request_header_into_buffer(
+                &mut payload,
+                &RequestHeader::default()
+                    .with_request_api_key(ApiKey::JoinGroup as i16)
+                    .with_request_api_version(version)
+                    .with_correlation_id(3),
+            )
+            .unwrap();
+            JoinGroupRequest::default()
+                .with_member_id(StrBytes::from_static_str("a-member"))
+                .with_group_instance_id(
+                    (version >= 5).then(|| StrBytes::from_static_str("static-1")),
+                )
+                .encode(&mut payload, version)
+                .unwrap();
+            let header = header::peek_request(&payload).unwrap();
+            let answer = answer_error(&payload, &header, UNKNOWN_MEMBER_ID).unwrap();
+            let mut body = answer.slice(4..);
+            let response_header =
+                ResponseHeader::decode(&mut body, JoinGroupResponse::header_version(version))
+                    .unwrap();
+            assert_eq!(response_header.correlation_id, 3);
+            let response = JoinGroupResponse::decode(&mut body, version).unwrap();
+            assert_eq!(response.error_code, UNKNOWN_MEMBER_ID, "v{version}");
+            assert!(response.member_id.is_empty(), "v{version}");
+            assert!(body.is_empty(), "v{version}: the whole answer was read");
+        }
+    }
 }

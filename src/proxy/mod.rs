@@ -70,6 +70,8 @@ pub struct Shared {
     mirrors: HashMap<ClusterName, Arc<Mirror>>,
     /// Consumer groups seen in client traffic.
     pub groups: crate::cutover::KnownGroups,
+    /// Transactional producers seen in client traffic.
+    pub transactional: crate::cutover::TransactionalProducers,
     /// Consumer group members seen in client traffic.
     pub members: crate::cutover::Members,
     /// Committed offsets a flip carried over.
@@ -384,6 +386,7 @@ impl Proxy {
             metrics: Metrics::new(),
             mirrors,
             groups: crate::cutover::KnownGroups::open(state.clone())?,
+            transactional: crate::cutover::TransactionalProducers::open(state.clone())?,
             members: crate::cutover::Members::default(),
             carried: crate::cutover::CarriedOffsets::open(state.clone())?,
             flip_lock: tokio::sync::Mutex::new(()),

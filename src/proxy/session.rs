@@ -470,6 +470,18 @@ impl Connection {
             for group in groups {
                 self.shared.groups.note(&group);
             }
+            let transactional = header::find_coordinator_transactional_ids(payload, &header)
+                .map_err(|e| SessionError::BadRequest(e.to_string()))?;
+            for id in transactional {
+                self.shared.transactional.note(&id);
+            }
+        }
+        if api == ApiKey::InitProducerId {
+            let transactional = header::init_producer_id_transactional_id(payload, &header)
+                .map_err(|e| SessionError::BadRequest(e.to_string()))?;
+            if let Some(id) = transactional {
+                self.shared.transactional.note(&id);
+            }
         }
         if let Some(metrics) = self.shared.metrics.api(api) {
             metrics.requests.increment(1);
