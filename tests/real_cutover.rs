@@ -47,7 +47,19 @@ async fn preload_history(a: &KafkaCluster, topic: &str) -> Vec<RecordRef> {
 
 /// Each partition's log end offset, read straight from the cluster.
 fn end_offsets(cluster: &KafkaCluster, topic: &str) -> Vec<i64> {
-    let stored = read_cluster(&cluster.bootstrap(), topic, PARTITIONS).unwrap();
+    // Right after leaders moved, a new leader answers OFFSET_NOT_AVAILABLE
+    // until its high watermark has caught up: ask again, bounded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        match read_cluster(&cluster.bootstrap(), topic, PARTITIONS) {
+            Ok(stored) => break stored,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading {topic} again: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot read {topic}: {e}"),
+        }
+    };
     stored
         .values()
         .map(|r| r.last().map_or(0, |r| r.offset + 1))
@@ -298,4 +310,297 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
     let in_b = assert_b_mirrors_a(a, b, topic, &live);
     assert_eq!(in_b, live.len());
     harness.stop().await;
+}
+
+/// A consumer with the given settings: reads `topic` until `target`
+/// distinct records arrived (0: not known yet) or `deadline`, counting them
+/// in `progress`.
+async fn consume_with(
+    bootstrap: String,
+    topic: &'static str,
+    group: &'static str,
+    settings: Vec<(&'static str, String)>,
+    target: Arc<AtomicUsize>,
+    progress: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> Vec<RecordRef> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let mut config = workload::consumer_config(&bootstrap, group);
+    config
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "200");
+    for (k, v) in &settings {
+        config.set(*k, v);
+    }
+    let consumer: StreamConsumer = config.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut distinct = HashSet::new();
+    loop {
+        let wanted = target.load(Ordering::Acquire);
+        if wanted > 0 && distinct.len() >= wanted {
+            break;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        let next = tokio::time::timeout(remaining.min(Duration::from_millis(500)), consumer.recv());
+        if let Ok(Ok(message)) = next.await {
+            let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            let mut parts = value.splitn(3, '#');
+            let key = parts.next().unwrap_or_default().to_owned();
+            let seq: u64 = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
+            distinct.insert((key.clone(), seq));
+            progress.fetch_add(1, Ordering::Relaxed);
+            out.push(RecordRef {
+                key,
+                seq,
+                partition: message.partition(),
+                offset: message.offset(),
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_rollback() {
+    let (a, b) = clusters();
+    let topic = "rc-coop";
+    let group = "rc-coop-group";
+    a.create_topic(topic, PARTITIONS, 3, &[]).unwrap();
+    let history = preload_history(a, topic).await;
+    a.move_leaders(topic, 2).unwrap();
+    let harness = start_proxy(a, Some(b)).await;
+    let admin = harness.proxy.admin_addr();
+    let bootstrap = harness.bootstrap();
+
+    // Two cooperative-sticky members, one of them static.
+    let target = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let member = |settings: Vec<(&'static str, String)>| {
+        let (bootstrap, target, progress) = (bootstrap.clone(), target.clone(), progress.clone());
+        tokio::spawn(consume_with(
+            bootstrap,
+            topic,
+            group,
+            settings,
+            target,
+            progress,
+            Instant::now() + Duration::from_secs(240),
+        ))
+    };
+    let cooperative = (
+        "partition.assignment.strategy",
+        "cooperative-sticky".to_owned(),
+    );
+    let members = [
+        member(vec![
+            cooperative.clone(),
+            ("group.instance.id", "rc-static-1".to_owned()),
+        ]),
+        member(vec![cooperative]),
+    ];
+    let ends = end_offsets(a, topic);
+    wait_until(
+        Duration::from_secs(90),
+        "the group to commit A's history",
+        || {
+            let ends = ends.clone();
+            async move {
+                let committed = committed_offsets(a, group).await;
+                (0..PARTITIONS)
+                    .all(|p| committed.get(&(topic.to_owned(), p)) == Some(&ends[p as usize]))
+            }
+        },
+    )
+    .await;
+    post(admin, "/mirror", r#"{"mode":"sync"}"#).await;
+
+    let produced = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<_> = [("c1", "lz4", true, "all"), ("c2", "snappy", false, "1")]
+        .into_iter()
+        .map(|(prefix, compression, idempotent, acks)| {
+            let spec = ProduceSpec {
+                idempotent,
+                compression,
+                keys: 8,
+                key_prefix: prefix.to_owned(),
+                batch: 20,
+                pause: Duration::from_millis(10),
+                progress: Some(produced.clone()),
+                ..ProduceSpec::new(topic, 3000)
+            }
+            .set("acks", acks);
+            let bootstrap = bootstrap.clone();
+            tokio::spawn(async move { workload::produce(&bootstrap, &spec).await })
+        })
+        .collect();
+    let wait_produced = |at_least: usize, what: &'static str| {
+        let produced = produced.clone();
+        async move {
+            wait_until(Duration::from_secs(120), what, || {
+                let produced = produced.clone();
+                async move { produced.load(Ordering::Relaxed) >= at_least }
+            })
+            .await
+        }
+    };
+    wait_produced(1000, "traffic before the timestamp").await;
+    let before_flip = chrono_millis();
+    wait_produced(1500, "traffic before the flip").await;
+    let flipped = post(admin, "/flip", "").await;
+    assert_eq!(flipped["outcome"], "flipped", "{flipped:#}");
+
+    // A reader that starts on B from a time before the flip.
+    let reader = {
+        let bootstrap = bootstrap.clone();
+        tokio::task::spawn_blocking(move || read_from_timestamp(&bootstrap, topic, before_flip))
+    };
+    wait_produced(3000, "traffic between flip and rollback").await;
+    let rolled = post(admin, "/rollback", "").await;
+    assert_eq!(rolled["outcome"], "flipped", "{rolled:#}");
+
+    let mut live = Vec::new();
+    for producer in producers {
+        live.extend(producer.await.unwrap().expect("producer ran"));
+    }
+    assert_eq!(live.len(), 6000, "every record acknowledged");
+    target.store(history.len() + live.len(), Ordering::Release);
+    // Each member stops once the group as a whole has everything.
+    let mut consumed = Vec::new();
+    wait_until(
+        Duration::from_secs(120),
+        "the group to read every record",
+        || {
+            let progress = progress.clone();
+            let total = history.len() + live.len();
+            async move { progress.load(Ordering::Relaxed) >= total }
+        },
+    )
+    .await;
+    for m in members {
+        m.abort();
+        if let Ok(records) = m.await {
+            consumed.extend(records);
+        }
+    }
+    let mut all = history.clone();
+    all.extend(live.iter().cloned());
+    let report = check(&all, &consumed);
+    eprintln!(
+        "cooperative: flip {} ms, rollback {} ms, {report:?}",
+        flipped["duration_ms"], rolled["duration_ms"]
+    );
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.key_order_violations, 0, "{report:?}");
+
+    // The reader got, per partition, A's records from the first one at or
+    // after its timestamp on, in order.
+    let read = reader.await.unwrap();
+    let stored = read_cluster(&a.bootstrap(), topic, PARTITIONS).unwrap();
+    for p in 0..PARTITIONS {
+        let from_a: Vec<String> = stored[&p]
+            .iter()
+            .filter(|r| r.timestamp.is_some_and(|t| t >= before_flip))
+            .filter_map(|r| r.value.as_ref())
+            .map(|v| {
+                String::from_utf8_lossy(v)
+                    .split('#')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("#")
+            })
+            .collect();
+        let got = &read[&p];
+        assert!(
+            !got.is_empty(),
+            "partition {p}: the timestamp reader read nothing"
+        );
+        assert!(
+            got.len() <= from_a.len(),
+            "partition {p}: read more than A holds"
+        );
+        assert_eq!(
+            got[..],
+            from_a[..got.len()],
+            "partition {p}: records read from the timestamp"
+        );
+    }
+    wait_for_mirror_lag_zero(admin).await;
+    assert_b_mirrors_a(a, b, topic, &live);
+    harness.stop().await;
+}
+
+fn chrono_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Reads every partition from the first record at or after `timestamp` up
+/// to where each partition ended when the reader started ("key#seq" per
+/// record, in order).
+fn read_from_timestamp(
+    bootstrap: &str,
+    topic: &str,
+    timestamp: i64,
+) -> std::collections::BTreeMap<i32, Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = workload::consumer_config(bootstrap, "rc-timestamp-reader")
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for p in 0..PARTITIONS {
+        wanted
+            .add_partition_offset(topic, p, Offset::Offset(timestamp))
+            .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(20))
+            .unwrap();
+        ends.insert(p, high);
+    }
+    let positions = consumer
+        .offsets_for_times(wanted, Duration::from_secs(20))
+        .unwrap();
+    for element in positions.elements() {
+        if let Offset::Offset(from) = element.offset() {
+            // Nothing at or after the timestamp yet: nothing to read there.
+            if from >= ends[&element.partition()] {
+                ends.remove(&element.partition());
+            }
+        }
+    }
+    consumer.assign(&positions).unwrap();
+    let mut out: std::collections::BTreeMap<i32, Vec<String>> =
+        (0..PARTITIONS).map(|p| (p, Vec::new())).collect();
+    let mut last: std::collections::BTreeMap<i32, i64> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends
+        .iter()
+        .any(|(p, end)| last.get(p).map_or(true, |o| o + 1 < *end))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the timestamp reader did not reach the end"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        last.insert(message.partition(), message.offset());
+        let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+        out.get_mut(&message.partition())
+            .unwrap()
+            .push(value.split('#').take(2).collect::<Vec<_>>().join("#"));
+    }
+    out
 }

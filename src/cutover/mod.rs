@@ -151,9 +151,13 @@ struct Member {
     group: String,
     /// The cluster the member id belongs to.
     cluster: ClusterName,
-    last_seen: Instant,
+    /// When the member last sent a request (`None`: its id was handed out
+    /// and never used, as after MEMBER_ID_REQUIRED or a join that failed).
+    last_seen: Option<Instant>,
     /// Its JoinGroup is being held by a fence.
     parked: bool,
+    /// It was told to drop its partitions (see `lose_partitions_first`).
+    told_to_rejoin: bool,
 }
 
 const MEMBERS_KEPT: usize = 100_000;
@@ -175,20 +179,21 @@ impl Members {
         let mut members = lock(&self.members);
         if let Some(known) = members.get_mut(member) {
             // The common case, a heartbeat or commit: no allocation.
-            known.last_seen = Instant::now();
+            known.last_seen = Some(Instant::now());
             return;
         }
         if members.len() >= MEMBERS_KEPT {
             let horizon = Instant::now() - Duration::from_secs(600);
-            members.retain(|_, m| m.last_seen > horizon);
+            members.retain(|_, m| m.last_seen.is_some_and(|t| t > horizon));
         }
         members.insert(
             member.to_owned(),
             Member {
                 group: group.to_owned(),
                 cluster,
-                last_seen: Instant::now(),
+                last_seen: Some(Instant::now()),
                 parked: false,
+                told_to_rejoin: false,
             },
         );
     }
@@ -196,21 +201,36 @@ impl Members {
     /// `cluster` handed out `member`: it belongs there from now on.
     pub fn issued(&self, group: &str, member: &str, cluster: ClusterName) {
         let mut members = lock(&self.members);
+        // Handing an id out is not using it: a member counts as consuming
+        // once it sends requests with it.
         let entry = members.entry(member.to_owned()).or_insert_with(|| Member {
             group: group.to_owned(),
             cluster,
-            last_seen: Instant::now(),
+            last_seen: None,
             parked: false,
+            told_to_rejoin: false,
         });
         entry.cluster = cluster;
         entry.group = group.to_owned();
-        entry.last_seen = Instant::now();
         entry.parked = false;
     }
 
     /// The cluster `member` belongs to, when known.
     pub fn cluster_of(&self, member: &str) -> Option<ClusterName> {
         lock(&self.members).get(member).map(|m| m.cluster)
+    }
+
+    /// Whether `member` (of another cluster) must first be told to drop
+    /// its partitions; true once per member.
+    pub fn lose_partitions_first(&self, member: &str) -> bool {
+        let mut members = lock(&self.members);
+        match members.get_mut(member) {
+            Some(m) if !m.told_to_rejoin => {
+                m.told_to_rejoin = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn set_parked(&self, member: &str, parked: bool) {
@@ -228,7 +248,9 @@ impl Members {
     pub fn consuming(&self, cluster: ClusterName, since: Instant) -> Vec<String> {
         lock(&self.members)
             .iter()
-            .filter(|(_, m)| m.cluster == cluster && !m.parked && m.last_seen >= since)
+            .filter(|(_, m)| {
+                m.cluster == cluster && !m.parked && m.last_seen.is_some_and(|t| t >= since)
+            })
             .map(|(id, m)| format!("{}/{id}", m.group))
             .collect()
     }

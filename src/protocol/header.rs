@@ -486,6 +486,17 @@ pub fn wants_fresh_producer_id(
     Ok(transactional_id.is_none() && producer_id < 0)
 }
 
+/// The client software name an ApiVersions request (v3+) carries, such as
+/// "apache-kafka-java", "librdkafka" or "kgo" (franz-go).
+pub fn api_versions_client_software(payload: &[u8], header: &RequestHeaderPeek) -> Option<String> {
+    if header.api_version < 3 {
+        return None;
+    }
+    let mut c = Cursor::new(payload, header.body_offset);
+    let name = c.compact_nullable_string()??;
+    Some(String::from_utf8_lossy(name).into_owned())
+}
+
 /// Error code, producer id and epoch of an InitProducerId response;
 /// `payload` starts at the response header.
 pub fn init_producer_id_response(payload: &[u8], version: i16) -> Option<(i16, i64, i16)> {

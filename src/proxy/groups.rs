@@ -21,6 +21,7 @@ use crate::protocol::header::{self, RequestHeaderPeek};
 use crate::rewrite;
 
 const UNKNOWN_MEMBER_ID: i16 = 25;
+const ILLEGAL_GENERATION: i16 = crate::protocol::errors::ILLEGAL_GENERATION;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 
 /// What to do with a group request.
@@ -40,10 +41,23 @@ pub(super) enum FollowUp {
     /// The member id the cluster hands out belongs to it (another cluster
     /// may have issued the same string).
     JoinGroup { group: String },
+    /// A member the cluster no longer knows is forgotten, so that a flip
+    /// does not wait for it.
+    Heartbeat { member: String },
 }
 
 fn bad(e: header::PeekError) -> SessionError {
     SessionError::BadRequest(e.to_string())
+}
+
+/// Client libraries that keep a cooperative member's partitions (and its
+/// fetch positions) when a JoinGroup is answered UNKNOWN_MEMBER_ID, and
+/// drop them on ILLEGAL_GENERATION (librdkafka counts the assignment lost;
+/// franz-go calls its lost callback on any join error it does not restart
+/// on). The Java client drops them on UNKNOWN_MEMBER_ID and fails on an
+/// ILLEGAL_GENERATION join answer, so it is never sent one.
+fn loses_partitions_on_illegal_generation(client_software: Option<&str>) -> bool {
+    matches!(client_software, Some("librdkafka" | "kgo"))
 }
 
 pub(super) fn plan(
@@ -51,6 +65,7 @@ pub(super) fn plan(
     cluster: ClusterName,
     frame: &Frame,
     header: &RequestHeaderPeek,
+    client_software: Option<&str>,
 ) -> Result<GroupStep, SessionError> {
     let payload = frame.payload();
     let api = header.api_key;
@@ -83,9 +98,21 @@ pub(super) fn plan(
             // registered under another would be fenced (FENCED_INSTANCE_ID
             // is fatal for clients); joining afresh replaces it instead.
             shared.metrics.stale_member_requests.increment(1);
+            // Its positions are offsets of the other cluster: a
+            // cooperative member must drop its partitions, not only its id,
+            // or it keeps them (and those positions) after joining here.
+            let error = if api == ApiKey::JoinGroup
+                && loses_partitions_on_illegal_generation(client_software)
+                && shared.members.lose_partitions_first(&request.member)
+            {
+                ILLEGAL_GENERATION
+            } else {
+                UNKNOWN_MEMBER_ID
+            };
             tracing::info!(group = %request.group, member = %request.member, api = ?api,
-                "request from a member of the previous primary answered UNKNOWN_MEMBER_ID");
-            return answer_error(payload, header, UNKNOWN_MEMBER_ID).map(GroupStep::Answer);
+                error = crate::protocol::errors::name(error),
+                "request from a member of the previous primary answered with an error");
+            return answer_error(payload, header, error).map(GroupStep::Answer);
         }
         ApiKey::Heartbeat if shared.signals.is_fenced() && cluster == shared.primary() => {
             // A flip is under way: the member revokes (committing what it
@@ -119,6 +146,9 @@ pub(super) fn plan(
         }
         ApiKey::JoinGroup => Some(FollowUp::JoinGroup {
             group: request.group,
+        }),
+        ApiKey::Heartbeat => Some(FollowUp::Heartbeat {
+            member: request.member,
         }),
         _ => None,
     };
@@ -229,12 +259,28 @@ pub(super) fn follow_up(
                 error,
                 Some(crate::protocol::errors::NONE | crate::protocol::errors::MEMBER_ID_REQUIRED)
             );
-            if let Some(member) =
-                header::join_group_response_member(frame.payload(), version).filter(|_| issues)
-            {
-                if !member.is_empty() {
-                    shared.members.issued(&group, &member, cluster);
+            let member = header::join_group_response_member(frame.payload(), version);
+            match (member, issues) {
+                (Some(member), true) if !member.is_empty() => {
+                    shared.members.issued(&group, &member, cluster)
                 }
+                // The echo of an id the cluster does not know.
+                (Some(member), false) if error == Some(UNKNOWN_MEMBER_ID) => {
+                    shared.members.left(&member)
+                }
+                _ => {}
+            }
+            Ok(None)
+        }
+        FollowUp::Heartbeat { member } => {
+            // Correlation id, tagged fields (v4+), throttle time (v1+).
+            let at = 4 + usize::from(version >= 4) + if version >= 1 { 4 } else { 0 };
+            let error = frame
+                .payload()
+                .get(at..at + 2)
+                .map(|b| i16::from_be_bytes([b[0], b[1]]));
+            if matches!(error, Some(UNKNOWN_MEMBER_ID | ILLEGAL_GENERATION)) {
+                shared.members.left(&member);
             }
             Ok(None)
         }

@@ -69,6 +69,8 @@ struct Connection {
     /// Set after a successful SaslHandshake v0: tokens then travel as bare
     /// frames until the client sends Kafka requests again.
     sasl_raw: AtomicBool,
+    /// The client library, as its ApiVersions request (v3+) names it.
+    client_software: std::sync::OnceLock<String>,
 }
 
 pub(super) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, target: Target) {
@@ -112,6 +114,7 @@ async fn serve(
         moved,
         upstream_addr,
         sasl_raw: AtomicBool::new(false),
+        client_software: std::sync::OnceLock::new(),
     });
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
@@ -453,17 +456,24 @@ impl Connection {
                 header.api_version
             )));
         }
-        let rewrite = ResponseRewrite::for_request(api, header.api_version);
-        let follow_up = match groups::plan(&self.shared, self.cluster, frame, &header)? {
-            groups::GroupStep::Forward(follow_up) => follow_up,
-            groups::GroupStep::Answer(answer) => {
-                return Ok(Step {
-                    forward: false,
-                    replacement: None,
-                    pending: Some(Pending::Local(answer)),
-                })
+        if api == ApiKey::ApiVersions {
+            if let Some(name) = header::api_versions_client_software(payload, &header) {
+                let _ = self.client_software.set(name);
             }
-        };
+        }
+        let rewrite = ResponseRewrite::for_request(api, header.api_version);
+        let client_software = self.client_software.get().map(String::as_str);
+        let follow_up =
+            match groups::plan(&self.shared, self.cluster, frame, &header, client_software)? {
+                groups::GroupStep::Forward(follow_up) => follow_up,
+                groups::GroupStep::Answer(answer) => {
+                    return Ok(Step {
+                        forward: false,
+                        replacement: None,
+                        pending: Some(Pending::Local(answer)),
+                    })
+                }
+            };
         if api == ApiKey::FindCoordinator {
             let groups = header::find_coordinator_groups(payload, &header)
                 .map_err(|e| SessionError::BadRequest(e.to_string()))?;

@@ -138,8 +138,14 @@ pub fn free_port() -> u16 {
 /// A 22-character cluster id, as Kafka writes them.
 fn new_cluster_id() -> String {
     use base64::Engine;
-    let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    loop {
+        let bytes: [u8; 16] = rand::random();
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        // The storage tool would take a leading '-' for an option.
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 /// What to start.
