@@ -187,6 +187,35 @@ impl Mirror {
         Ok(())
     }
 
+    /// Sync mode, when the mirror did not confirm in time: makes batches
+    /// already queued durable in the journal, so the client can be told
+    /// the primary's success and the batches survive a restart. `done` is
+    /// the queued batches' outcome; the entry counts as mirrored once it
+    /// says so.
+    pub async fn journal_queued(
+        &self,
+        topic: &str,
+        partition: i32,
+        a_base: i64,
+        batches: Vec<Bytes>,
+        done: oneshot::Receiver<Outcome>,
+    ) -> std::io::Result<()> {
+        let entry = JournalEntry {
+            topic: topic.to_owned(),
+            partition,
+            a_base,
+            batches,
+        };
+        self.journal.append(&entry).await?;
+        let journal = self.journal.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = done.await {
+                journal.mirrored();
+            }
+        });
+        Ok(())
+    }
+
     /// The client of the cluster mirrored from (the primary).
     pub fn source(&self) -> &ClusterClient {
         &self.source
