@@ -1,6 +1,9 @@
 //! Would a flip be lossless now? Per consumer group and partition: the
 //! group's committed offset on the primary must translate to a record the
 //! mirror cluster holds, and the mirror must have nothing outstanding.
+//! Every mirrored topic must be laid out alike in both clusters (partition
+//! count, cleanup policy, timestamp type, a largest batch at least as
+//! large), and no partition's mirroring may have stopped.
 
 use serde::Serialize;
 
@@ -12,6 +15,8 @@ pub struct Readiness {
     pub ready: bool,
     /// Reasons that concern every group.
     pub reasons: Vec<String>,
+    /// What is worth knowing but does not hold a flip back.
+    pub notes: Vec<String>,
     pub groups: Vec<GroupReadiness>,
 }
 
@@ -62,6 +67,7 @@ pub async fn readiness(shared: &Shared) -> Readiness {
         return Readiness {
             ready: false,
             reasons: vec!["no second cluster is configured ([clusters.b])".into()],
+            notes: Vec::new(),
             groups: Vec::new(),
         };
     };
@@ -69,10 +75,18 @@ pub async fn readiness(shared: &Shared) -> Readiness {
         reasons.push(format!("mirroring to cluster {} is off", mirror.target()));
     }
     let status = mirror.status();
+    let mut notes = Vec::new();
     for ((topic, partition), status) in &status {
-        // Lag alone is traffic in flight, which the flip drains; lag that
-        // is not moving is a reason.
-        if status.lag_records > 0 {
+        if let Some(reason) = &status.stopped {
+            reasons.push(format!(
+                "{topic}-{partition}: mirroring to cluster {} stopped with {} records \
+                 outstanding: {reason}",
+                mirror.target(),
+                status.lag_records
+            ));
+        } else if status.lag_records > 0 {
+            // Lag alone is traffic in flight, which the flip drains; lag
+            // that is not moving is a reason.
             if let Some(error) = &status.last_error {
                 reasons.push(format!(
                     "{topic}-{partition}: {} records not yet in cluster {}: {error}",
@@ -87,6 +101,21 @@ pub async fn readiness(shared: &Shared) -> Readiness {
                 mirror.target()
             ));
         }
+        if let Some(note) = &status.note {
+            if !notes.contains(note) {
+                notes.push(note.clone());
+            }
+        }
+    }
+    let mut topics: Vec<String> = status.keys().map(|(topic, _)| topic.clone()).collect();
+    topics.extend(mirror.translation().snapshot().into_keys().map(|(t, _)| t));
+    topics.sort();
+    topics.dedup();
+    let checks =
+        futures::future::join_all(topics.iter().map(|topic| mirror.check_topic(topic))).await;
+    for check in checks {
+        reasons.extend(check.differences);
+        notes.extend(check.notes);
     }
     let mut groups = Vec::new();
     for group in shared.groups.all() {
@@ -95,6 +124,7 @@ pub async fn readiness(shared: &Shared) -> Readiness {
     Readiness {
         ready: reasons.is_empty() && groups.iter().all(|g| g.ready),
         reasons,
+        notes,
         groups,
     }
 }

@@ -1,5 +1,6 @@
 //! switchyard's own client for the mirror cluster: metadata, producer ids,
-//! produce, topic creation. One pipelined connection per broker.
+//! produce, fetch (to look for batches already written), topic creation and
+//! configuration. One pipelined connection per broker.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -9,10 +10,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse,
-    MetadataRequest, MetadataResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
+    CreateTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
+    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, Encodable, HeaderVersion, Message, StrBytes,
@@ -27,10 +30,19 @@ use crate::config::ClusterName;
 use crate::protocol::frame::FrameCodec;
 
 /// Versions the mirror speaks: old enough for any Kafka 2.x broker and the
-/// in-process test clusters, new enough for idempotent v2 batches.
+/// in-process test clusters, new enough for idempotent v2 batches, and
+/// still served by Kafka 4 (which dropped the oldest versions).
 const METADATA_VERSION: i16 = 4;
 const PRODUCE_VERSION: i16 = 7;
-const INIT_PRODUCER_ID_VERSION: i16 = 1;
+/// InitProducerId is negotiated: v3 and v4 carry the (-1, -1) producer id
+/// and epoch that some brokers (tansu) insist on; v1 only for brokers that
+/// offer nothing newer.
+const INIT_PRODUCER_ID_VERSIONS: std::ops::RangeInclusive<i16> = 3..=4;
+const INIT_PRODUCER_ID_FALLBACK: i16 = 1;
+const API_VERSIONS_VERSION: i16 = 0;
+const FETCH_VERSION: i16 = 4;
+const LIST_OFFSETS_VERSION: i16 = 1;
+const DESCRIBE_CONFIGS_VERSION: i16 = 1;
 const CREATE_TOPICS_VERSION: i16 = 4;
 const FIND_COORDINATOR_VERSION: i16 = 2;
 const OFFSET_FETCH_VERSION: i16 = 3;
@@ -62,9 +74,50 @@ pub enum ClientError {
         topic: String,
         partition: i32,
     },
+    /// The cluster refuses to issue idempotent producer ids: asking again
+    /// does not help.
+    #[error(
+        "cluster {cluster} cannot issue idempotent producer ids ({reason}); \
+         switchyard needs them to write without duplicates"
+    )]
+    NoProducerIds {
+        cluster: ClusterName,
+        reason: String,
+    },
+}
+
+/// A topic configuration entry as a cluster describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    /// Kafka's ConfigSource: 1 set on the topic, 2-4 a broker setting,
+    /// 5 the built-in default.
+    pub source: i8,
+}
+
+/// The built-in default (DescribeConfigs v1+ `config_source`).
+pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
+
+/// How a topic is laid out in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLayout {
+    pub partitions: usize,
+    pub replication_factor: usize,
+}
+
+/// One partition's data as Fetch answers it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub records: Bytes,
 }
 
 type Waiter = oneshot::Sender<Result<Bytes, ClientError>>;
+
+/// API key → (min, max) version, as a cluster's ApiVersions answers.
+pub type ApiVersionRanges = HashMap<i16, (i16, i16)>;
 
 /// One pipelined connection: requests written in order, answers matched in
 /// order (Kafka answers each connection's requests in the order sent).
@@ -248,6 +301,8 @@ pub struct ClusterClient {
     timeout: Duration,
     metadata: Mutex<Metadata>,
     connections: AsyncMutex<HashMap<String, Arc<BrokerConnection>>>,
+    /// The cluster's ApiVersions answer (key → min, max), asked once.
+    versions: Mutex<Option<Arc<ApiVersionRanges>>>,
 }
 
 impl ClusterClient {
@@ -258,6 +313,7 @@ impl ClusterClient {
             timeout,
             metadata: Mutex::new(Metadata::default()),
             connections: AsyncMutex::new(HashMap::new()),
+            versions: Mutex::new(None),
         }
     }
 
@@ -441,9 +497,72 @@ impl ClusterClient {
             .collect())
     }
 
+    /// The cluster's API version ranges, asked once and remembered (a
+    /// failed ask is asked again next time).
+    pub async fn api_versions(&self) -> Result<Arc<ApiVersionRanges>, ClientError> {
+        if let Some(known) = self
+            .versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(known);
+        }
+        let response: ApiVersionsResponse = self
+            .call_any(
+                ApiKey::ApiVersions,
+                API_VERSIONS_VERSION,
+                &ApiVersionsRequest::default(),
+            )
+            .await?;
+        if response.error_code != crate::protocol::errors::NONE {
+            return Err(ClientError::Broker {
+                cluster: self.cluster,
+                addr: String::new(),
+                reason: format!(
+                    "ApiVersions failed with {}",
+                    crate::protocol::errors::describe(response.error_code)
+                ),
+            });
+        }
+        let versions: Arc<ApiVersionRanges> = Arc::new(
+            response
+                .api_keys
+                .iter()
+                .map(|k| (k.api_key, (k.min_version, k.max_version)))
+                .collect(),
+        );
+        *self.versions.lock().unwrap_or_else(|p| p.into_inner()) = Some(versions.clone());
+        Ok(versions)
+    }
+
+    /// The InitProducerId version to send: the highest of v3-v4 the
+    /// cluster offers, else v1 (brokers older than Kafka 2.5).
+    async fn init_producer_id_version(&self) -> Result<i16, ClientError> {
+        let versions = self.api_versions().await?;
+        let Some(&(min, max)) = versions.get(&(ApiKey::InitProducerId as i16)) else {
+            return Err(ClientError::NoProducerIds {
+                cluster: self.cluster,
+                reason: "it does not offer InitProducerId".into(),
+            });
+        };
+        let newest = (*INIT_PRODUCER_ID_VERSIONS.end()).min(max);
+        if INIT_PRODUCER_ID_VERSIONS.contains(&newest) && newest >= min {
+            return Ok(newest);
+        }
+        if (min..=max).contains(&INIT_PRODUCER_ID_FALLBACK) {
+            return Ok(INIT_PRODUCER_ID_FALLBACK);
+        }
+        Err(ClientError::NoProducerIds {
+            cluster: self.cluster,
+            reason: format!("it offers InitProducerId v{min}-v{max} only"),
+        })
+    }
+
     /// A fresh idempotent producer id on this cluster.
     pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
         use crate::protocol::errors;
+        let version = self.init_producer_id_version().await?;
         let request = InitProducerIdRequest::default()
             .with_transactional_id(None)
             .with_transaction_timeout_ms(60_000)
@@ -453,30 +572,226 @@ impl ClusterClient {
         let mut backoff = Duration::from_millis(50);
         loop {
             let response: InitProducerIdResponse = self
-                .call_any(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION, &request)
+                .call_any(ApiKey::InitProducerId, version, &request)
                 .await?;
             let code = response.error_code;
-            if code == errors::NONE {
+            if code == errors::NONE && response.producer_id.0 >= 0 {
                 return Ok((response.producer_id.0, response.producer_epoch));
             }
             // A fresh cluster answers COORDINATOR_LOAD_IN_PROGRESS or
             // NOT_COORDINATOR until its producer id manager is ready.
-            if !errors::is_coordinator_moving(code)
-                || tokio::time::Instant::now() + backoff > deadline
-            {
-                return Err(ClientError::Broker {
-                    cluster: self.cluster,
-                    addr: String::new(),
-                    reason: format!(
-                        "InitProducerId (an idempotent producer id for switchyard's own writes) \
-                         failed with {}",
-                        errors::describe(code)
-                    ),
-                });
+            if errors::is_coordinator_moving(code) {
+                if tokio::time::Instant::now() + backoff > deadline {
+                    return Err(ClientError::Broker {
+                        cluster: self.cluster,
+                        addr: String::new(),
+                        reason: format!(
+                            "InitProducerId (an idempotent producer id for switchyard's own \
+                             writes) kept failing with {}",
+                            errors::describe(code)
+                        ),
+                    });
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            return Err(ClientError::NoProducerIds {
+                cluster: self.cluster,
+                reason: format!(
+                    "InitProducerId v{version} answered {} with producer id {}",
+                    errors::describe(code),
+                    response.producer_id.0
+                ),
+            });
         }
+    }
+
+    /// Reads a partition from `offset` on (Fetch v4, read uncommitted, up
+    /// to `max_bytes`) from its leader. The records may end in a partial
+    /// batch.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+    ) -> Result<Fetched, ClientError> {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        let addr = self.leader(topic, partition).await?;
+        // A moment's wait, not none: tansu answers a Fetch with no wait
+        // at all with no partitions.
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(50)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_isolation_level(0)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(max_bytes)])]);
+        let response: FetchResponse = self
+            .call_at(&addr, ApiKey::Fetch, FETCH_VERSION, &request)
+            .await?;
+        let data = response
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition)
+            .ok_or_else(|| ClientError::Broker {
+                cluster: self.cluster,
+                addr: addr.clone(),
+                reason: format!("Fetch answer lacks {topic}-{partition}"),
+            })?;
+        Ok(Fetched {
+            error_code: data.error_code,
+            high_watermark: data.high_watermark,
+            records: data.records.clone().unwrap_or_default(),
+        })
+    }
+
+    /// A partition's first offset (ListOffsets v1, earliest), from its
+    /// leader.
+    pub async fn log_start(&self, topic: &str, partition: i32) -> Result<i64, ClientError> {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        const EARLIEST: i64 = -2;
+        let addr = self.leader(topic, partition).await?;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(EARLIEST)])]);
+        let response: ListOffsetsResponse = self
+            .call_at(&addr, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &request)
+            .await?;
+        let answer = response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition);
+        match answer {
+            Some(p) if p.error_code == crate::protocol::errors::NONE => Ok(p.offset.max(0)),
+            Some(p) => Err(ClientError::Broker {
+                cluster: self.cluster,
+                addr,
+                reason: format!(
+                    "ListOffsets for {topic}-{partition}: {}",
+                    crate::protocol::errors::describe(p.error_code)
+                ),
+            }),
+            None => Err(ClientError::Broker {
+                cluster: self.cluster,
+                addr,
+                reason: format!("ListOffsets answer lacks {topic}-{partition}"),
+            }),
+        }
+    }
+
+    /// The address of a partition's leader, learned from metadata when not
+    /// known yet.
+    async fn leader(&self, topic: &str, partition: i32) -> Result<String, ClientError> {
+        if self.leader_addr(topic, partition).is_none() {
+            self.refresh(&[topic.to_owned()]).await?;
+        }
+        self.leader_addr(topic, partition)
+            .ok_or_else(|| ClientError::NoLeader {
+                cluster: self.cluster,
+                topic: topic.to_owned(),
+                partition,
+            })
+    }
+
+    /// A topic's partition count and replication factor (the replica count
+    /// of its first partition); `None` when the cluster lacks the topic.
+    pub async fn topic_layout(&self, topic: &str) -> Result<Option<TopicLayout>, ClientError> {
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(vec![
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned())))),
+            ]));
+        let response: MetadataResponse = self
+            .call_any(ApiKey::Metadata, METADATA_VERSION, &request)
+            .await?;
+        Ok(response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+            .filter(|t| t.error_code == 0 && !t.partitions.is_empty())
+            .map(|t| TopicLayout {
+                partitions: t.partitions.len(),
+                replication_factor: t
+                    .partitions
+                    .iter()
+                    .min_by_key(|p| p.partition_index)
+                    .map_or(1, |p| p.replica_nodes.len().max(1)),
+            }))
+    }
+
+    /// A topic's configuration, every entry (DescribeConfigs v1 with no
+    /// keys named: some brokers drop the connection when keys are named).
+    pub async fn topic_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>, ClientError> {
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        const TOPIC_RESOURCE: i8 = 2;
+        let offered = self
+            .api_versions()
+            .await?
+            .get(&(ApiKey::DescribeConfigs as i16))
+            .is_some_and(|&(min, max)| (min..=max).contains(&DESCRIBE_CONFIGS_VERSION));
+        if !offered {
+            return Err(ClientError::Broker {
+                cluster: self.cluster,
+                addr: String::new(),
+                reason: format!("DescribeConfigs v{DESCRIBE_CONFIGS_VERSION} is not offered"),
+            });
+        }
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(TOPIC_RESOURCE)
+                .with_resource_name(StrBytes::from_string(topic.to_owned()))
+                .with_configuration_keys(None),
+        ]);
+        let response: DescribeConfigsResponse = self
+            .call_any(ApiKey::DescribeConfigs, DESCRIBE_CONFIGS_VERSION, &request)
+            .await?;
+        let Some(result) = response.results.first() else {
+            return Err(ClientError::Broker {
+                cluster: self.cluster,
+                addr: String::new(),
+                reason: format!("DescribeConfigs answer lacks topic {topic}"),
+            });
+        };
+        if result.error_code != crate::protocol::errors::NONE {
+            return Err(ClientError::Broker {
+                cluster: self.cluster,
+                addr: String::new(),
+                reason: format!(
+                    "DescribeConfigs for topic {topic}: {}{}",
+                    crate::protocol::errors::describe(result.error_code),
+                    result
+                        .error_message
+                        .as_ref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        Ok(result
+            .configs
+            .iter()
+            .map(|c| ConfigEntry {
+                name: c.name.to_string(),
+                value: c.value.as_ref().map(|v| v.to_string()),
+                source: c.config_source,
+            })
+            .collect())
     }
 
     /// Writes `records` (v2 batches) to a partition's leader with acks=all.
@@ -487,17 +802,7 @@ impl ClusterClient {
         partition: i32,
         records: Bytes,
     ) -> Result<(i16, i64), ClientError> {
-        if self.leader_addr(topic, partition).is_none() {
-            // First write to this partition: learn its leader.
-            self.refresh(&[topic.to_owned()]).await?;
-        }
-        let addr = self
-            .leader_addr(topic, partition)
-            .ok_or_else(|| ClientError::NoLeader {
-                cluster: self.cluster,
-                topic: topic.to_owned(),
-                partition,
-            })?;
+        let addr = self.leader(topic, partition).await?;
         let request = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(self.timeout.as_millis().min(i32::MAX as u128) as i32)
@@ -526,22 +831,45 @@ impl ClusterClient {
         Ok((answer.error_code, answer.base_offset))
     }
 
-    /// Creates `topic` with `partitions` partitions (replication factor
-    /// chosen by the cluster). Returns the error code (0, or 36 when it
-    /// already exists, count as success).
-    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<i16, ClientError> {
+    /// Creates `topic` with `partitions` partitions, `replication_factor`
+    /// replicas (-1: the cluster's default) and `configs`. Returns the
+    /// error code and message (TOPIC_ALREADY_EXISTS counts as success for
+    /// the caller to decide).
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(String, String)],
+    ) -> Result<(i16, Option<String>), ClientError> {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
-            .with_topics(vec![
-                kafka_protocol::messages::create_topics_request::CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(-1),
-            ]);
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(replication_factor)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(name, value)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string(name.clone()))
+                                .with_value(Some(StrBytes::from_string(value.clone())))
+                        })
+                        .collect(),
+                )]);
         let response: CreateTopicsResponse = self
             .call_any(ApiKey::CreateTopics, CREATE_TOPICS_VERSION, &request)
             .await?;
-        Ok(response.topics.first().map_or(-1, |t| t.error_code))
+        Ok(response.topics.first().map_or((-1, None), |t| {
+            (
+                t.error_code,
+                t.error_message.as_ref().map(|m| m.to_string()),
+            )
+        }))
     }
 
     /// The committed offsets of a consumer group: (topic, partition) →

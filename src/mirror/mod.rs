@@ -6,10 +6,12 @@
 pub mod client;
 pub mod journal;
 pub mod producers;
+mod topics;
+mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -17,18 +19,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClusterName, MirrorMode};
-use crate::protocol::batch::{self, BatchHeader};
+use crate::protocol::batch;
 use crate::state::StateDir;
-use crate::translate::{Segment, TranslationTable};
-use client::{ClientError, ClusterClient, TopicState};
+use crate::translate::TranslationTable;
+use client::{ClientError, ClusterClient};
 use journal::{Journal, JournalEntry};
+use worker::PartitionWorker;
 
-/// Error codes after which the mirror refreshes metadata and retries.
-const RETRIABLE: &[i16] = &[3, 5, 6, 7, 13, 19, 20, 56];
-const OUT_OF_ORDER_SEQUENCE: i16 = 45;
-const DUPLICATE_SEQUENCE: i16 = 46;
-const INVALID_PRODUCER_EPOCH: i16 = 47;
-const UNKNOWN_PRODUCER_ID: i16 = 59;
+pub use topics::TopicCheck;
+
+/// Partitions whose mirroring stopped on an error that asking again cannot
+/// cure, labelled by the cluster written to.
+pub const MIRROR_STOPPED_PARTITIONS: &str = "switchyard_mirror_stopped_partitions";
 
 /// What happened to a submitted batch.
 pub type Outcome = Result<(), String>;
@@ -54,6 +56,13 @@ pub struct PartitionStatus {
     pub next_offset: Option<i64>,
     pub last_error: Option<String>,
     pub topic_missing: bool,
+    /// Why mirroring of this partition stopped (an error the mirror
+    /// cluster gives the batch however often it is sent). Its batches stay
+    /// queued (and journaled); `POST /mirror` or a restart tries again.
+    pub stopped: Option<String>,
+    /// Something an operator should know that does not stop mirroring
+    /// (e.g. the topic was created with fewer replicas than the primary's).
+    pub note: Option<String>,
 }
 
 pub struct Mirror {
@@ -82,6 +91,12 @@ pub struct Mirror {
     gap_timeout: Duration,
     shutdown: CancellationToken,
     metrics: crate::metrics::MirrorMetrics,
+    stopped_partitions: metrics::Gauge,
+    /// Bumped whenever mirroring is switched on again: stopped partitions
+    /// try once more.
+    resume: tokio::sync::watch::Sender<u64>,
+    /// Recent comparisons of topics between the two clusters.
+    topic_checks: Mutex<HashMap<String, (std::time::Instant, TopicCheck)>>,
 }
 
 impl Mirror {
@@ -116,6 +131,7 @@ impl Mirror {
             .collect();
         let journal = Journal::open(journal_path, unmirrored.len())?;
         let metrics = crate::metrics::MirrorMetrics::new(client.cluster());
+        let client_cluster = client.cluster();
         let mirror = Arc::new(Mirror {
             target: client.cluster(),
             client,
@@ -132,7 +148,13 @@ impl Mirror {
             status: Mutex::new(BTreeMap::new()),
             gap_timeout,
             shutdown: shutdown.clone(),
+            stopped_partitions: metrics::gauge!(
+                MIRROR_STOPPED_PARTITIONS,
+                "cluster" => client_cluster.as_str()
+            ),
             metrics,
+            resume: tokio::sync::watch::channel(0).0,
+            topic_checks: Mutex::new(HashMap::new()),
         });
         // Segments reach the disk within 100 ms of being learned.
         tokio::spawn(async move {
@@ -187,6 +209,35 @@ impl Mirror {
         Ok(())
     }
 
+    /// Sync mode, when the mirror did not confirm in time: makes batches
+    /// already queued durable in the journal, so the client can be told
+    /// the primary's success and the batches survive a restart. `done` is
+    /// the queued batches' outcome; the entry counts as mirrored once it
+    /// says so.
+    pub async fn journal_queued(
+        &self,
+        topic: &str,
+        partition: i32,
+        a_base: i64,
+        batches: Vec<Bytes>,
+        done: oneshot::Receiver<Outcome>,
+    ) -> std::io::Result<()> {
+        let entry = JournalEntry {
+            topic: topic.to_owned(),
+            partition,
+            a_base,
+            batches,
+        };
+        self.journal.append(&entry).await?;
+        let journal = self.journal.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = done.await {
+                journal.mirrored();
+            }
+        });
+        Ok(())
+    }
+
     /// The client of the cluster mirrored from (the primary).
     pub fn source(&self) -> &ClusterClient {
         &self.source
@@ -219,9 +270,14 @@ impl Mirror {
         }
     }
 
+    /// Switches the mode; switching to sync or async also retries the
+    /// partitions whose mirroring stopped.
     pub fn set_mode(&self, mode: MirrorMode) {
         self.mode
             .store(mode_code(mode), std::sync::atomic::Ordering::Release);
+        if mode != MirrorMode::Off {
+            self.resume.send_modify(|generation| *generation += 1);
+        }
     }
 
     pub fn translation(&self) -> &TranslationTable {
@@ -288,20 +344,14 @@ impl Mirror {
             .entry((topic.to_owned(), partition))
             .or_insert_with(|| {
                 let (queue_tx, queue_rx) = mpsc::unbounded_channel();
-                let worker = PartitionWorker {
-                    mirror: self.clone(),
-                    topic: topic.to_owned(),
-                    partition,
-                    // Continue where the translation table ends, so that
-                    // batches mirrored before a restart are recognised.
-                    next_a: self
-                        .translation
-                        .partition(topic, partition)
-                        .and_then(|p| p.end_a()),
-                    pending: BTreeMap::new(),
-                    own_sequence: 0,
-                    own_producer: None,
-                };
+                // Continue where the translation table ends, so that
+                // batches mirrored before a restart are recognised.
+                let next_a = self
+                    .translation
+                    .partition(topic, partition)
+                    .and_then(|p| p.end_a());
+                let worker =
+                    PartitionWorker::new(self.clone(), topic.to_owned(), partition, next_a);
                 tokio::spawn(worker.run(queue_rx));
                 queue_tx
             });
@@ -367,42 +417,6 @@ impl Mirror {
             Some(key) => self.producer_map.remove(key),
         }
     }
-
-    /// Makes sure the topic exists in the mirror cluster, creating it with
-    /// the primary's partition count where the cluster allows.
-    async fn ensure_topic(&self, topic: &str) -> Result<(), String> {
-        let topics = [topic.to_owned()];
-        let state = self
-            .client
-            .refresh(&topics)
-            .await
-            .map_err(|e| e.to_string())?;
-        if state.get(topic) != Some(&TopicState::Missing) {
-            return Ok(());
-        }
-        let partitions = match self.source.refresh(&topics).await {
-            Ok(s) => match s.get(topic) {
-                Some(TopicState::Exists { partitions }) => *partitions as i32,
-                _ => return Err(format!("topic {topic} is unknown in the primary too")),
-            },
-            Err(e) => return Err(format!("cannot read {topic} in the primary: {e}")),
-        };
-        match self.client.create_topic(topic, partitions).await {
-            Ok(0) | Ok(36) => {
-                tracing::info!(cluster = %self.target, topic, partitions, "created topic in mirror cluster");
-                let _ = self.client.refresh(&topics).await;
-                Ok(())
-            }
-            Ok(code) => Err(format!(
-                "topic {topic} is missing in cluster {} and CreateTopics failed with error {code}",
-                self.target
-            )),
-            Err(e) => Err(format!(
-                "topic {topic} is missing in cluster {} and it cannot be created: {e}",
-                self.target
-            )),
-        }
-    }
 }
 
 fn mode_code(mode: MirrorMode) -> u8 {
@@ -411,412 +425,4 @@ fn mode_code(mode: MirrorMode) -> u8 {
         MirrorMode::Sync => 1,
         MirrorMode::Async => 2,
     }
-}
-
-struct PartitionWorker {
-    mirror: Arc<Mirror>,
-    topic: String,
-    partition: i32,
-    /// The primary offset the next mirrored batch must start at.
-    next_a: Option<i64>,
-    pending: BTreeMap<i64, Submission>,
-    own_sequence: i32,
-    /// The mirror producer id `own_sequence` counts for: when another
-    /// partition replaced it, this partition starts again at 0.
-    own_producer: Option<(i64, i16)>,
-}
-
-impl PartitionWorker {
-    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Submission>) {
-        loop {
-            if self.mirror.shutdown.is_cancelled() {
-                // What is still queued stays in the journal (async) or was
-                // never confirmed to its client (sync).
-                return;
-            }
-            if self.pending.is_empty() {
-                tokio::select! {
-                    received = queue.recv() => match received {
-                        Some(s) => self.take(s),
-                        None => return,
-                    },
-                    _ = self.mirror.shutdown.cancelled() => return,
-                }
-            }
-            while let Ok(s) = queue.try_recv() {
-                self.take(s);
-            }
-            if self.next_a.is_none() {
-                // Mirroring starts here: batches acknowledged on several
-                // connections at once may reach the proxy in any order, so
-                // collect for a moment and start from the lowest offset.
-                self.settle(&mut queue).await;
-            }
-            let Some((&a_base, _)) = self.pending.first_key_value() else {
-                continue;
-            };
-            if let Some(next) = self.next_a {
-                if a_base < next {
-                    let mirrored = self
-                        .mirror
-                        .translation
-                        .partition(&self.topic, self.partition)
-                        .is_some_and(|p| p.contains_a(a_base));
-                    if mirrored {
-                        // A client retry of a batch already mirrored.
-                        let done = self.pending.remove(&a_base).expect("present");
-                        self.finish(done, Ok(()), 0);
-                        continue;
-                    }
-                    // Acknowledged by the primary long after its successors:
-                    // written late rather than never.
-                    tracing::warn!(topic = %self.topic, partition = self.partition, a_base, next,
-                        "batch reached the mirror after later ones; written out of order");
-                    self.mirror
-                        .update_status(&self.topic, self.partition, |s| s.late_batches += 1);
-                    let submission = self.pending.remove(&a_base).expect("present");
-                    let Some(records) = self.ship(&submission).await else {
-                        self.finish(submission, Err(STOPPED.into()), 0);
-                        return;
-                    };
-                    self.finish(submission, Ok(()), records);
-                    continue;
-                }
-                if a_base > next
-                    && self
-                        .mirror
-                        .written_by_reverse(&self.topic, self.partition, next, a_base)
-                {
-                    // Records mirrored in from the other cluster before a
-                    // flip back: they are there already.
-                    self.next_a = Some(a_base);
-                } else if a_base > next && !self.wait_for_gap(&mut queue, next).await {
-                    let skipped = a_base - next;
-                    tracing::warn!(topic = %self.topic, partition = self.partition, from = next, to = a_base,
-                        "records in the primary that did not pass through switchyard");
-                    self.mirror.update_status(&self.topic, self.partition, |s| {
-                        s.divergent_records += skipped
-                    });
-                    self.mirror
-                        .metrics
-                        .divergent_records
-                        .increment(skipped.max(0) as u64);
-                    self.next_a = Some(a_base);
-                }
-                if self.pending.first_key_value().map(|(k, _)| *k) != Some(a_base) {
-                    continue; // the gap was filled by an earlier batch
-                }
-            }
-            let submission = self.pending.remove(&a_base).expect("present");
-            let Some(records) = self.ship(&submission).await else {
-                // Stopped before the mirror cluster confirmed: the waiters
-                // hear so (async batches stay in the journal).
-                self.finish(submission, Err(STOPPED.into()), 0);
-                return;
-            };
-            self.next_a = Some(a_base + records);
-            self.finish(submission, Ok(()), records);
-        }
-    }
-
-    fn take(&mut self, submission: Submission) {
-        match self.pending.get_mut(&submission.a_base) {
-            Some(existing) => {
-                // The same batch acknowledged twice (client retry): one write.
-                existing.waiters.extend(submission.waiters);
-                let records: i64 = submission
-                    .batches
-                    .iter()
-                    .filter_map(|b| batch::read_header(b).ok())
-                    .map(|h| h.offset_count())
-                    .sum();
-                self.mirror.update_status(&self.topic, self.partition, |s| {
-                    s.lag_records -= records;
-                    s.lag_bytes -= submission.bytes;
-                });
-                self.mirror.metrics.lag_records.decrement(records as f64);
-                self.mirror
-                    .metrics
-                    .lag_bytes
-                    .decrement(submission.bytes as f64);
-            }
-            None => {
-                self.pending.insert(submission.a_base, submission);
-            }
-        }
-    }
-
-    async fn settle(&mut self, queue: &mut mpsc::UnboundedReceiver<Submission>) {
-        let deadline = Instant::now() + self.mirror.gap_timeout.min(Duration::from_millis(200));
-        while let Ok(Some(s)) = tokio::time::timeout_at(deadline.into(), queue.recv()).await {
-            self.take(s);
-        }
-    }
-
-    /// Waits (bounded) for the batch that starts at `next`; false when it
-    /// does not come.
-    async fn wait_for_gap(
-        &mut self,
-        queue: &mut mpsc::UnboundedReceiver<Submission>,
-        next: i64,
-    ) -> bool {
-        let deadline = Instant::now() + self.mirror.gap_timeout;
-        loop {
-            if self.pending.keys().next().is_some_and(|&k| k <= next) {
-                return true;
-            }
-            match tokio::time::timeout_at(deadline.into(), queue.recv()).await {
-                Ok(Some(s)) => self.take(s),
-                Ok(None) | Err(_) => return false,
-            }
-        }
-    }
-
-    fn finish(&self, submission: Submission, outcome: Outcome, records: i64) {
-        let bytes = submission.bytes;
-        let counted: i64 = if records > 0 {
-            records
-        } else {
-            submission
-                .batches
-                .iter()
-                .filter_map(|b| batch::read_header(b).ok())
-                .map(|h| h.offset_count())
-                .sum()
-        };
-        self.mirror.update_status(&self.topic, self.partition, |s| {
-            s.lag_records -= counted;
-            s.lag_bytes -= bytes;
-            s.next_offset = self.next_a;
-        });
-        self.mirror.metrics.lag_records.decrement(counted as f64);
-        self.mirror.metrics.lag_bytes.decrement(bytes as f64);
-        for waiter in submission.waiters {
-            let _ = waiter.send(outcome.clone());
-        }
-    }
-
-    /// Writes every batch of a submission to the mirror cluster, retrying
-    /// until it is there. Returns the offsets the batches cover, or `None`
-    /// when switchyard stopped first.
-    async fn ship(&mut self, submission: &Submission) -> Option<i64> {
-        let mut a_offset = submission.a_base;
-        for raw in &submission.batches {
-            let Ok(header) = batch::read_header(raw) else {
-                continue;
-            };
-            let b_base = match self.ship_batch(raw, &header).await {
-                Shipped::Written(b_base) => Some(b_base),
-                Shipped::AlreadyThere => None,
-                Shipped::Stopped => return None,
-            };
-            if let Some(b_base) = b_base {
-                let segment = Segment {
-                    a_start: a_offset,
-                    b_start: b_base,
-                    len: header.offset_count(),
-                };
-                if let Err(e) = self
-                    .mirror
-                    .translation
-                    .add(&self.topic, self.partition, segment)
-                {
-                    tracing::error!(error = %e, "cannot record translation segment");
-                }
-                self.mirror.metrics.batches.increment(1);
-                self.mirror.update_status(&self.topic, self.partition, |s| {
-                    s.mirrored_batches += 1;
-                    s.first_mirrored_offset.get_or_insert(a_offset);
-                    s.last_error = None;
-                    s.topic_missing = false;
-                });
-            }
-            a_offset += header.offset_count();
-        }
-        Some(a_offset - submission.a_base)
-    }
-
-    async fn ship_batch(&mut self, raw: &Bytes, header: &BatchHeader) -> Shipped {
-        let client_producer = header
-            .is_idempotent()
-            .then_some((header.producer_id, header.producer_epoch));
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if self.mirror.shutdown.is_cancelled() {
-                return Shipped::Stopped;
-            }
-            let attempt = self.attempt(raw, header, client_producer).await;
-            let error = match attempt {
-                Ok(Attempt::Written(b_base)) => return Shipped::Written(b_base),
-                Ok(Attempt::AlreadyThere) => return Shipped::AlreadyThere,
-                Err(error) => error,
-            };
-            self.mirror.metrics.retries.increment(1);
-            self.mirror.update_status(&self.topic, self.partition, |s| {
-                s.retries += 1;
-                s.last_error = Some(error.clone());
-            });
-            tracing::warn!(topic = %self.topic, partition = self.partition, %error, "mirror write failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = self.mirror.shutdown.cancelled() => return Shipped::Stopped,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
-    }
-
-    async fn attempt(
-        &mut self,
-        raw: &Bytes,
-        header: &BatchHeader,
-        client_producer: Option<(i64, i16)>,
-    ) -> Result<Attempt, String> {
-        // A batch the proxy restamped on its way into the source goes back
-        // out under the client's own producer id, continuing the sequences
-        // the target already holds from before the flip.
-        let inverse = client_producer.and_then(|key| self.mirror.inverse_of(key));
-        let (producer_id, epoch) = match inverse {
-            Some(original) => original,
-            None => self
-                .mirror
-                .mirror_producer(client_producer)
-                .await
-                .map_err(|e| e.to_string())?,
-        };
-        let sequence = match (client_producer, inverse) {
-            (_, Some(original)) => {
-                let first = self
-                    .mirror
-                    .inverse
-                    .known_first_sequence(original, &self.topic, self.partition)
-                    .unwrap_or(0);
-                header.base_sequence.wrapping_add(first)
-            }
-            (Some(key), None) => {
-                // A fresh mirror producer starts at sequence 0: shift by
-                // where this client producer started on this partition.
-                let first = self.mirror.producer_map.first_sequence(
-                    key,
-                    &self.topic,
-                    self.partition,
-                    header.base_sequence,
-                );
-                header.base_sequence.wrapping_sub(first)
-            }
-            (None, None) => {
-                if self.own_producer != Some((producer_id, epoch)) {
-                    self.own_producer = Some((producer_id, epoch));
-                    self.own_sequence = 0;
-                }
-                self.own_sequence
-            }
-        };
-        let stamped = batch::restamp(raw, producer_id, epoch, Some(sequence));
-        match self
-            .mirror
-            .client
-            .produce(&self.topic, self.partition, stamped)
-            .await
-        {
-            Ok((0, b_base)) => {
-                if client_producer.is_none() {
-                    self.own_sequence = self.own_sequence.wrapping_add(header.records_count);
-                }
-                Ok(Attempt::Written(b_base))
-            }
-            Ok((DUPLICATE_SEQUENCE, _)) => {
-                if client_producer.is_none() {
-                    self.own_sequence = self.own_sequence.wrapping_add(header.records_count);
-                }
-                Ok(Attempt::AlreadyThere)
-            }
-            Ok((
-                code @ (OUT_OF_ORDER_SEQUENCE | INVALID_PRODUCER_EPOCH | UNKNOWN_PRODUCER_ID),
-                _,
-            )) => {
-                if let (Some(key), Some(_)) = (client_producer, inverse) {
-                    // The client's own id is not usable there any more: go
-                    // on under a mapped one.
-                    self.mirror
-                        .inverse_refused
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key);
-                    return Err(format!(
-                        "client producer id refused with error {code}; mapping it instead"
-                    ));
-                }
-                // The mirror cluster lost or fenced our producer state: start
-                // a new producer id whose sequences begin at this batch.
-                self.mirror.forget_producer(client_producer).await;
-                match client_producer {
-                    Some(key) => {
-                        self.mirror.producer_map.first_sequence(
-                            key,
-                            &self.topic,
-                            self.partition,
-                            header.base_sequence,
-                        );
-                    }
-                    None => self.own_sequence = 0,
-                }
-                Err(format!(
-                    "producer state rejected with error {code}; new producer id"
-                ))
-            }
-            Ok((3, _)) => {
-                let missing = self.mirror.ensure_topic(&self.topic).await;
-                if let Err(reason) = &missing {
-                    self.mirror
-                        .update_status(&self.topic, self.partition, |s| s.topic_missing = true);
-                    return Err(reason.clone());
-                }
-                Err("unknown topic or partition; metadata refreshed".into())
-            }
-            Ok((code, _)) if RETRIABLE.contains(&code) => {
-                let _ = self
-                    .mirror
-                    .client
-                    .refresh(std::slice::from_ref(&self.topic))
-                    .await;
-                Err(format!("error {code}; metadata refreshed"))
-            }
-            Ok((code, _)) => Err(format!(
-                "mirror cluster refused the batch with error {code}"
-            )),
-            Err(ClientError::NoLeader { .. }) => {
-                let missing = self.mirror.ensure_topic(&self.topic).await;
-                if let Err(reason) = missing {
-                    self.mirror
-                        .update_status(&self.topic, self.partition, |s| s.topic_missing = true);
-                    return Err(reason);
-                }
-                Err(format!(
-                    "no leader known for {}-{}",
-                    self.topic, self.partition
-                ))
-            }
-            Err(e) => {
-                let _ = self
-                    .mirror
-                    .client
-                    .refresh(std::slice::from_ref(&self.topic))
-                    .await;
-                Err(e.to_string())
-            }
-        }
-    }
-}
-
-const STOPPED: &str = "switchyard stopped before the mirror cluster confirmed the batch";
-
-enum Shipped {
-    Written(i64),
-    AlreadyThere,
-    Stopped,
-}
-
-enum Attempt {
-    Written(i64),
-    AlreadyThere,
 }

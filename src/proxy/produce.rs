@@ -239,12 +239,22 @@ pub(super) struct Submitted {
     deadline: tokio::time::Instant,
     /// Partitions the client must be told to retry.
     unconfirmed: Vec<(String, i32)>,
+    sync_timeouts: metrics::Counter,
 }
 
 struct Wait {
+    mirror: Arc<Mirror>,
     topic: String,
     partition: i32,
-    done: tokio::sync::oneshot::Receiver<crate::mirror::Outcome>,
+    a_base: i64,
+    /// Kept to be journaled when the mirror does not confirm in time.
+    batches: Vec<Bytes>,
+    done: Option<tokio::sync::oneshot::Receiver<crate::mirror::Outcome>>,
+    /// The journal write started when the sync wait ran out: its own task,
+    /// so that abandoning `settle` does not abandon the write.
+    journaling: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Whether the client is told the primary's success: the mirror has
+    /// the batch, or the journal does.
     confirmed: Option<bool>,
 }
 
@@ -291,14 +301,19 @@ pub(super) async fn submit(
                 unconfirmed.push((part.topic, part.partition));
             }
         } else {
+            let batches = (mode == MirrorMode::Sync).then(|| part.batches.clone());
             let done = work
                 .mirror
                 .submit(&part.topic, part.partition, a_base, part.batches);
-            if mode == MirrorMode::Sync {
+            if let Some(batches) = batches {
                 waits.push(Wait {
+                    mirror: work.mirror.clone(),
                     topic: part.topic,
                     partition: part.partition,
-                    done,
+                    a_base,
+                    batches,
+                    done: Some(done),
+                    journaling: None,
                     confirmed: None,
                 });
             }
@@ -314,6 +329,7 @@ pub(super) async fn submit(
         deadline: tokio::time::Instant::now()
             + Duration::from_millis(shared.config.mirror.sync_timeout_ms),
         unconfirmed,
+        sync_timeouts: shared.metrics.mirror_sync_timeouts.clone(),
     })
 }
 
@@ -322,22 +338,77 @@ impl Submitted {
         self.waits.iter().all(|w| w.confirmed.is_some())
     }
 
-    /// Waits for the mirror's confirmations, up to the sync deadline. Can be
-    /// abandoned and resumed: what has been learned stays learned.
+    /// Waits for the mirror's confirmations, up to the sync deadline; what
+    /// the mirror has not confirmed by then is made durable in the mirror
+    /// journal instead (as in async mode), so the client can be told the
+    /// primary's success: the primary has stored the records, and a
+    /// client told to retry would store them twice unless it is
+    /// idempotent. Can be abandoned and resumed: what has been learned
+    /// stays learned, and a journal write once started runs to its end.
     pub(super) async fn settle(&mut self) {
         let deadline = self.deadline;
         for wait in self.waits.iter_mut().filter(|w| w.confirmed.is_none()) {
-            let confirmed = matches!(
-                tokio::time::timeout_at(deadline, &mut wait.done).await,
-                Ok(Ok(Ok(())))
-            );
-            wait.confirmed = Some(confirmed);
+            if wait.journaling.is_none() {
+                let Some(done) = wait.done.as_mut() else {
+                    continue;
+                };
+                let outcome = tokio::time::timeout_at(deadline, done).await;
+                let (done, why) = match outcome {
+                    Ok(Ok(Ok(()))) => {
+                        wait.confirmed = Some(true);
+                        continue;
+                    }
+                    Err(_) => (wait.done.take(), "not confirmed in time".to_owned()),
+                    Ok(Ok(Err(e))) => (None, e),
+                    Ok(Err(_)) => (None, "the mirror worker went away".to_owned()),
+                };
+                self.sync_timeouts.increment(1);
+                tracing::warn!(
+                    topic = %wait.topic,
+                    partition = wait.partition,
+                    offset = wait.a_base,
+                    cluster = %wait.mirror.target(),
+                    %why,
+                    "the mirror did not confirm within mirror.sync_timeout_ms; the batch is \
+                     journaled and acknowledged from the primary, and is mirrored when the \
+                     cluster takes it"
+                );
+                // Without a pending outcome (the worker gave up) the entry
+                // is never counted as mirrored: it is replayed at start.
+                let done = done.unwrap_or_else(|| tokio::sync::oneshot::channel().1);
+                let mirror = wait.mirror.clone();
+                let (topic, partition, a_base) = (wait.topic.clone(), wait.partition, wait.a_base);
+                let batches = std::mem::take(&mut wait.batches);
+                wait.journaling = Some(tokio::spawn(async move {
+                    mirror
+                        .journal_queued(&topic, partition, a_base, batches, done)
+                        .await
+                }));
+            }
+            let Some(journaling) = wait.journaling.as_mut() else {
+                continue;
+            };
+            let journaled = match journaling.await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::error!(topic = %wait.topic, partition = wait.partition, error = %e,
+                        "cannot write the mirror journal; the client is told to retry");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(topic = %wait.topic, partition = wait.partition, error = %e,
+                        "the mirror journal write failed; the client is told to retry");
+                    false
+                }
+            };
+            wait.journaling = None;
+            wait.confirmed = Some(journaled);
         }
     }
 
-    /// The answer for the client: partitions the mirror did not confirm in
-    /// time are answered REQUEST_TIMED_OUT (retriable; the batch stays
-    /// queued). `None` when the client asked for no answer.
+    /// The answer for the client: partitions neither the mirror nor the
+    /// journal has are answered REQUEST_TIMED_OUT (retriable; the batch
+    /// stays queued). `None` when the client asked for no answer.
     pub(super) fn finish(
         mut self,
         shared: &Shared,
@@ -345,7 +416,6 @@ impl Submitted {
     ) -> Result<Option<Bytes>, SessionError> {
         for wait in self.waits.drain(..) {
             if wait.confirmed != Some(true) {
-                shared.metrics.mirror_sync_timeouts.increment(1);
                 self.unconfirmed.push((wait.topic, wait.partition));
             }
         }
