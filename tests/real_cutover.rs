@@ -312,16 +312,26 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
     harness.stop().await;
 }
 
-/// A consumer with the given settings: reads `topic` until `target`
-/// distinct records arrived (0: not known yet) or `deadline`, counting them
-/// in `progress`.
+/// Records read by the members of one group, in the order they arrived,
+/// and the distinct (key, seq) among them.
+#[derive(Default)]
+struct GroupReads {
+    distinct: HashSet<(String, u64)>,
+    in_order: Vec<RecordRef>,
+}
+
+type Seen = Arc<std::sync::Mutex<GroupReads>>;
+
+/// A group member with the given settings: reads `topic` until the group
+/// (`seen`, shared by its members) has `target` distinct records (0: not
+/// known yet) or `deadline` passes.
 async fn consume_with(
     bootstrap: String,
     topic: &'static str,
     group: &'static str,
     settings: Vec<(&'static str, String)>,
     target: Arc<AtomicUsize>,
-    progress: Arc<AtomicUsize>,
+    seen: Seen,
     deadline: Instant,
 ) -> Vec<RecordRef> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -336,10 +346,15 @@ async fn consume_with(
     let consumer: StreamConsumer = config.create().unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut out = Vec::new();
-    let mut distinct = HashSet::new();
+    let mut last_report = Instant::now();
     loop {
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            eprintln!("member {settings:?}: {} records; assignment {:?}", out.len(),
+                consumer.assignment().map(|a| a.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>()));
+        }
         let wanted = target.load(Ordering::Acquire);
-        if wanted > 0 && distinct.len() >= wanted {
+        if wanted > 0 && seen.lock().unwrap().distinct.len() >= wanted {
             break;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -355,16 +370,20 @@ async fn consume_with(
                 .next()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(u64::MAX);
-            distinct.insert((key.clone(), seq));
-            progress.fetch_add(1, Ordering::Relaxed);
-            out.push(RecordRef {
+            let record = RecordRef {
                 key,
                 seq,
                 partition: message.partition(),
                 offset: message.offset(),
-            });
+            };
+            let mut reads = seen.lock().unwrap();
+            reads.distinct.insert((record.key.clone(), seq));
+            reads.in_order.push(record.clone());
+            out.push(record);
         }
     }
+    eprintln!("member {settings:?} ends with {} records", out.len());
+    workload::close_off_runtime(consumer).await;
     out
 }
 
@@ -382,16 +401,16 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
 
     // Two cooperative-sticky members, one of them static.
     let target = Arc::new(AtomicUsize::new(0));
-    let progress = Arc::new(AtomicUsize::new(0));
+    let seen: Seen = Arc::default();
     let member = |settings: Vec<(&'static str, String)>| {
-        let (bootstrap, target, progress) = (bootstrap.clone(), target.clone(), progress.clone());
+        let (bootstrap, target, seen) = (bootstrap.clone(), target.clone(), seen.clone());
         tokio::spawn(consume_with(
             bootstrap,
             topic,
             group,
             settings,
             target,
-            progress,
+            seen,
             Instant::now() + Duration::from_secs(240),
         ))
     };
@@ -470,26 +489,18 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
     for producer in producers {
         live.extend(producer.await.unwrap().expect("producer ran"));
     }
+    eprintln!(
+        "producers done: {} acknowledged; the group has read {}",
+        live.len(),
+        seen.lock().unwrap().distinct.len()
+    );
     assert_eq!(live.len(), 6000, "every record acknowledged");
     target.store(history.len() + live.len(), Ordering::Release);
     // Each member stops once the group as a whole has everything.
-    let mut consumed = Vec::new();
-    wait_until(
-        Duration::from_secs(120),
-        "the group to read every record",
-        || {
-            let progress = progress.clone();
-            let total = history.len() + live.len();
-            async move { progress.load(Ordering::Relaxed) >= total }
-        },
-    )
-    .await;
     for m in members {
-        m.abort();
-        if let Ok(records) = m.await {
-            consumed.extend(records);
-        }
+        m.await.unwrap();
     }
+    let consumed = std::mem::take(&mut seen.lock().unwrap().in_order);
     let mut all = history.clone();
     all.extend(live.iter().cloned());
     let report = check(&all, &consumed);
@@ -502,6 +513,7 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
 
     // The reader got, per partition, A's records from the first one at or
     // after its timestamp on, in order.
+    eprintln!("group done: {} records", consumed.len());
     let read = reader.await.unwrap();
     let stored = read_cluster(&a.bootstrap(), topic, PARTITIONS).unwrap();
     for p in 0..PARTITIONS {

@@ -330,6 +330,7 @@ pub async fn consume(
     if commit && !out.is_empty() {
         consumer.commit_consumer_state(CommitMode::Sync)?;
     }
+    close_off_runtime(consumer).await;
     Ok(out)
 }
 
@@ -362,6 +363,14 @@ fn record_of(message: &impl Message) -> anyhow::Result<RecordRef> {
         partition: message.partition(),
         offset: message.offset(),
     })
+}
+
+/// Closes a consumer on a blocking thread: closing waits for the group's
+/// coordinator (leaving the group, a last commit), and when that
+/// coordinator is reached through a switchyard running on the same runtime,
+/// closing on one of its worker threads can starve it.
+pub async fn close_off_runtime(consumer: StreamConsumer) {
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
 }
 
 /// How a long-running consumer commits.
@@ -422,6 +431,7 @@ pub async fn consume_continuously(
         }
     }
     consumer.commit_consumer_state(CommitMode::Sync).ok();
+    close_off_runtime(consumer).await;
     Ok(out)
 }
 

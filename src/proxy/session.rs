@@ -242,6 +242,10 @@ async fn read_and_forward(
                 }
             }
         }
+        if let Ok(h) = &peeked {
+            tracing::trace!(api = api_name(h.api_key), version = h.api_version,
+                correlation_id = h.correlation_id, cluster = %connection.cluster, "request");
+        }
         let step = connection.classify(&frame, peeked, in_flight)?;
         // At the in-flight limit, upstream gets everything it must answer
         // before the wait for room.
