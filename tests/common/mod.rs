@@ -2,6 +2,7 @@
 //! protocol exchanges, bounded polling.
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
+pub mod clients;
 pub mod kafka;
 
 use std::future::Future;
