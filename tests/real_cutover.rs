@@ -350,8 +350,15 @@ async fn consume_with(
     loop {
         if last_report.elapsed() > Duration::from_secs(5) {
             last_report = Instant::now();
-            eprintln!("member {settings:?}: {} records; assignment {:?}", out.len(),
-                consumer.assignment().map(|a| a.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>()));
+            eprintln!(
+                "member {settings:?}: {} records; assignment {:?}",
+                out.len(),
+                consumer.assignment().map(|a| a
+                    .elements()
+                    .iter()
+                    .map(|e| (e.partition(), e.offset()))
+                    .collect::<Vec<_>>())
+            );
         }
         let wanted = target.load(Ordering::Acquire);
         if wanted > 0 && seen.lock().unwrap().distinct.len() >= wanted {

@@ -318,24 +318,27 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
     shared.signals.set_arriving(Some(to));
     shared.signals.switch(to);
     let mut run = Moved(run);
+    // Only commits matter to the settle: connections to the old primary
+    // still waiting on a long-poll Fetch end on their own.
     loop {
-        let left = shared.signals.sessions(from);
-        if left == 0 {
+        let commits = shared.signals.commits_in_flight(from);
+        if commits == 0 {
             break;
         }
         if Instant::now() >= run.0.deadline {
             return run.back(
                 "move",
-                format!("{left} client connections to {from} still had requests outstanding"),
+                format!("{commits} offset commits to {from} were still unanswered"),
             );
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     run.0.step(
         "move",
         format!(
             "clients reconnect to {to}; leader epochs presented from {base}; \
-             every connection to {from} closed"
+             no commit in flight to {from}; {} connections to it still closing",
+            shared.signals.sessions(from)
         ),
     );
 
@@ -361,7 +364,10 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
         let mut translated = BTreeMap::new();
         let mut untranslatable = Vec::new();
         for ((topic, partition), offset) in &committed {
-            match shared.translate_offset(from, topic, *partition, *offset) {
+            match shared
+                .translate_committed(from, topic, *partition, *offset)
+                .await
+            {
                 Ok(o) => {
                     translated.insert((topic.clone(), *partition), o);
                 }
@@ -419,6 +425,27 @@ pub async fn run(shared: &Arc<Shared>, direction: Direction, force: bool) -> Fli
         ),
     );
     run.0.report.groups = groups;
+
+    // The old primary forgets the members that moved, so that a rollback
+    // does not wait for their sessions there to expire. Best effort.
+    let leaving = shared.members.of_cluster(from);
+    let left = tokio::time::timeout(run.0.remaining().min(Duration::from_secs(2)), async {
+        let mut count = 0;
+        for (group, members) in &leaving {
+            match mirror.source().leave_group(group, members).await {
+                Ok(codes) => count += codes.iter().filter(|c| **c == 0).count(),
+                Err(e) => {
+                    tracing::info!(%group, error = %e, "members not removed from the old primary")
+                }
+            }
+        }
+        count
+    })
+    .await
+    .unwrap_or(0);
+    if left > 0 {
+        tracing::info!(members = left, cluster = %from, "members removed from their groups on the old primary");
+    }
 
     // Switch: persisted first, so a restart keeps clients where they went.
     let route = Route {

@@ -29,6 +29,8 @@ pub struct RouteSignals {
     in_flight: [Arc<AtomicI64>; 2],
     /// Client sessions bound to each cluster.
     sessions: [Arc<AtomicI64>; 2],
+    /// Offset commits forwarded to each cluster and not yet answered.
+    commits: [Arc<AtomicI64>; 2],
     /// The cluster a flip has moved clients to and is still settling
     /// offsets on: their offset requests wait until the fence is lifted.
     arriving: Mutex<Option<ClusterName>>,
@@ -67,6 +69,7 @@ impl RouteSignals {
             fenced: watch::channel(false).0,
             in_flight: [Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0))],
             sessions: [Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0))],
+            commits: [Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0))],
             arriving: Mutex::new(None),
         }
     }
@@ -140,6 +143,19 @@ impl RouteSignals {
         (!self.is_fenced()).then_some(guard)
     }
 
+    /// Counts an offset commit about to be forwarded to `cluster`; the
+    /// caller checks for a move after this, so that a flip reading the
+    /// count after it moved clients never misses one.
+    pub fn enter_commit(&self, cluster: ClusterName) -> InFlight {
+        let counter = &self.commits[slot(cluster)];
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+
+    pub fn commits_in_flight(&self, cluster: ClusterName) -> i64 {
+        self.commits[slot(cluster)].load(Ordering::SeqCst)
+    }
+
     pub fn in_flight(&self, cluster: ClusterName) -> i64 {
         self.in_flight[slot(cluster)].load(Ordering::SeqCst)
     }
@@ -158,6 +174,8 @@ struct Member {
     parked: bool,
     /// It was told to drop its partitions (see `lose_partitions_first`).
     told_to_rejoin: bool,
+    /// A static member's `group.instance.id`.
+    instance: Option<String>,
 }
 
 const MEMBERS_KEPT: usize = 100_000;
@@ -194,6 +212,7 @@ impl Members {
                 last_seen: Some(Instant::now()),
                 parked: false,
                 told_to_rejoin: false,
+                instance: None,
             },
         );
     }
@@ -209,6 +228,7 @@ impl Members {
             last_seen: None,
             parked: false,
             told_to_rejoin: false,
+            instance: None,
         });
         entry.cluster = cluster;
         entry.group = group.to_owned();
@@ -218,6 +238,29 @@ impl Members {
     /// The cluster `member` belongs to, when known.
     pub fn cluster_of(&self, member: &str) -> Option<ClusterName> {
         lock(&self.members).get(member).map(|m| m.cluster)
+    }
+
+    /// Notes a static member's instance id.
+    pub fn set_instance(&self, member: &str, instance: &str) {
+        if let Some(m) = lock(&self.members).get_mut(member) {
+            m.instance = Some(instance.to_owned());
+        }
+    }
+
+    /// Members of `cluster` by group: (member id, instance id).
+    pub fn of_cluster(
+        &self,
+        cluster: ClusterName,
+    ) -> BTreeMap<String, Vec<(String, Option<String>)>> {
+        let mut out: BTreeMap<String, Vec<(String, Option<String>)>> = BTreeMap::new();
+        for (id, m) in lock(&self.members).iter() {
+            if m.cluster == cluster {
+                out.entry(m.group.clone())
+                    .or_default()
+                    .push((id.clone(), m.instance.clone()));
+            }
+        }
+        out
     }
 
     /// Whether `member` (of another cluster) must first be told to drop

@@ -149,33 +149,33 @@ async fn group_readiness(
     let from = mirror.source().cluster();
     let mut keys: Vec<_> = committed.into_iter().collect();
     keys.sort();
-    let partitions: Vec<PartitionReadiness> = keys
-        .into_iter()
-        .map(|((topic, partition), offset)| {
-            let (translated, reason) =
-                match shared.translate_offset(from, &topic, partition, offset) {
-                    Ok(o) => (Some(o), None),
-                    // Consumed from the primary before the mirror confirmed
-                    // it: the drain catches up with it.
-                    Err(_)
-                        if status
-                            .get(&(topic.clone(), partition))
-                            .is_some_and(|s| s.lag_records > 0 && s.last_error.is_none()) =>
-                    {
-                        (None, None)
-                    }
-                    Err(reason) => (None, Some(reason)),
-                };
-            PartitionReadiness {
-                ready: reason.is_none(),
-                topic,
-                partition,
-                committed: offset,
-                translated,
-                reason,
+    let mut partitions: Vec<PartitionReadiness> = Vec::with_capacity(keys.len());
+    for ((topic, partition), offset) in keys {
+        let (translated, reason) = match shared
+            .translate_committed(from, &topic, partition, offset)
+            .await
+        {
+            Ok(o) => (Some(o), None),
+            // Consumed from the primary before the mirror confirmed
+            // it: the drain catches up with it.
+            Err(_)
+                if status
+                    .get(&(topic.clone(), partition))
+                    .is_some_and(|s| s.lag_records > 0 && s.last_error.is_none()) =>
+            {
+                (None, None)
             }
-        })
-        .collect();
+            Err(reason) => (None, Some(reason)),
+        };
+        partitions.push(PartitionReadiness {
+            ready: reason.is_none(),
+            topic,
+            partition,
+            committed: offset,
+            translated,
+            reason,
+        });
+    }
     GroupReadiness {
         group: group.to_owned(),
         ready: partitions.iter().all(|p| p.ready),

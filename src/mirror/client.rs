@@ -656,10 +656,26 @@ impl ClusterClient {
     /// A partition's first offset (ListOffsets v1, earliest), from its
     /// leader.
     pub async fn log_start(&self, topic: &str, partition: i32) -> Result<i64, ClientError> {
+        const EARLIEST: i64 = -2;
+        self.list_offset(topic, partition, EARLIEST).await
+    }
+
+    /// The offset the next record of a partition will get (ListOffsets v1,
+    /// latest), from its leader.
+    pub async fn log_end(&self, topic: &str, partition: i32) -> Result<i64, ClientError> {
+        const LATEST: i64 = -1;
+        self.list_offset(topic, partition, LATEST).await
+    }
+
+    async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64, ClientError> {
         use kafka_protocol::messages::list_offsets_request::{
             ListOffsetsPartition, ListOffsetsTopic,
         };
-        const EARLIEST: i64 = -2;
         let addr = self.leader(topic, partition).await?;
         let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -667,7 +683,7 @@ impl ClusterClient {
                 .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
                 .with_partitions(vec![ListOffsetsPartition::default()
                     .with_partition_index(partition)
-                    .with_timestamp(EARLIEST)])]);
+                    .with_timestamp(timestamp)])]);
         let response: ListOffsetsResponse = self
             .call_at(&addr, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &request)
             .await?;
@@ -955,6 +971,40 @@ impl ClusterClient {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Removes members from a group (LeaveGroup v3), as an administrator
+    /// would: a static member by its instance id. Returns each member's
+    /// error code.
+    pub async fn leave_group(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, ClientError> {
+        use kafka_protocol::messages::leave_group_request::MemberIdentity;
+        use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let addr = self.coordinator(group).await?;
+        let request = LeaveGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_members(
+                members
+                    .iter()
+                    .map(|(member, instance)| {
+                        MemberIdentity::default()
+                            .with_member_id(StrBytes::from_string(member.clone()))
+                            .with_group_instance_id(instance.clone().map(StrBytes::from_string))
+                    })
+                    .collect(),
+            );
+        let response: LeaveGroupResponse =
+            self.call_at(&addr, ApiKey::LeaveGroup, 3, &request).await?;
+        if response.error_code != crate::protocol::errors::NONE {
+            return Ok(vec![response.error_code]);
+        }
+        Ok(response.members.iter().map(|m| m.error_code).collect())
     }
 
     /// Commits offsets for a group as an administrator would (no member,

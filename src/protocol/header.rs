@@ -555,6 +555,8 @@ pub struct GroupRequest {
     /// Empty when the request names no member (a first JoinGroup, or an
     /// OffsetCommit v0).
     pub member: String,
+    /// A static member's `group.instance.id` (JoinGroup v5+).
+    pub instance: Option<String>,
 }
 
 /// Group id and member id of JoinGroup, SyncGroup, Heartbeat, OffsetCommit,
@@ -599,13 +601,18 @@ pub fn group_member(
             .unwrap_or_default())
     };
     let group = string(&mut c)?;
+    let mut instance = None;
     let member = match layout {
         Layout::Join => {
             c.i32().ok_or_else(|| malformed("no session timeout"))?;
             if v >= 1 {
                 c.i32().ok_or_else(|| malformed("no rebalance timeout"))?;
             }
-            string(&mut c)?
+            let member = string(&mut c)?;
+            if v >= 5 {
+                instance = Some(string(&mut c)?).filter(|i| !i.is_empty());
+            }
+            member
         }
         Layout::GenerationMember => {
             c.i32().ok_or_else(|| malformed("no generation id"))?;
@@ -625,7 +632,11 @@ pub fn group_member(
         }
         Layout::GroupOnly => String::new(),
     };
-    Ok(Some(GroupRequest { group, member }))
+    Ok(Some(GroupRequest {
+        group,
+        member,
+        instance,
+    }))
 }
 
 /// The partitions an OffsetCommit request commits, by topic.

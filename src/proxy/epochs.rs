@@ -72,10 +72,10 @@ pub(super) fn request(
         let Some(sent) = read_i32(payload, at) else {
             return;
         };
-        match epochs.from_client(cluster, sent) {
-            ClientEpoch::Real(real) if real != sent => patches.push((at, real)),
-            ClientEpoch::Real(_) => {}
-            ClientEpoch::Stale { .. } => {
+        match own_epoch(epochs.from_client(cluster, sent), cluster) {
+            Some(real) if real != sent => patches.push((at, real)),
+            Some(_) => {}
+            None => {
                 *stale += 1;
                 patches.push((at, UNREACHED_EPOCH));
             }
@@ -97,14 +97,16 @@ pub(super) fn request(
                 let Some(position_epoch) = read_i32(payload, p.leader_epoch_at) else {
                     continue;
                 };
-                match epochs.from_client(cluster, position_epoch) {
-                    ClientEpoch::Real(real) => {
+                match own_epoch(epochs.from_client(cluster, position_epoch), cluster) {
+                    // A position in this cluster's offsets (also from an
+                    // earlier era of it, as after a rollback).
+                    Some(real) => {
                         if real != position_epoch {
                             patches.push((p.leader_epoch_at, real));
                         }
                         current(p.current_at, &mut patches, &mut stale);
                     }
-                    ClientEpoch::Stale { .. } => {
+                    None => {
                         // The position is an offset of a cluster the
                         // client has left: hold it.
                         stale += 1;
@@ -170,6 +172,16 @@ pub(super) fn request(
         write_i64(&mut copy, LENGTH_PREFIX + at, value);
     }
     Ok(RequestEpochs::Patched(copy.freeze()))
+}
+
+/// The real epoch a client's epoch stands for when it is one of
+/// `cluster`'s own, of this era or an earlier one (which the broker then
+/// judges); `None` for an epoch of the other cluster.
+fn own_epoch(epoch: ClientEpoch, cluster: ClusterName) -> Option<i32> {
+    match epoch {
+        ClientEpoch::Real(real) => Some(real),
+        ClientEpoch::Stale { cluster: of, real } => (of == cluster).then_some(real),
+    }
 }
 
 /// Presents the epochs of an answer from `cluster` (a whole frame, length

@@ -40,7 +40,10 @@ pub(super) enum FollowUp {
     OffsetCommit { group: String },
     /// The member id the cluster hands out belongs to it (another cluster
     /// may have issued the same string).
-    JoinGroup { group: String },
+    JoinGroup {
+        group: String,
+        instance: Option<String>,
+    },
     /// A member the cluster no longer knows is forgotten, so that a flip
     /// does not wait for it.
     Heartbeat { member: String },
@@ -146,6 +149,7 @@ pub(super) fn plan(
         }
         ApiKey::JoinGroup => Some(FollowUp::JoinGroup {
             group: request.group,
+            instance: request.instance,
         }),
         ApiKey::Heartbeat => Some(FollowUp::Heartbeat {
             member: request.member,
@@ -243,7 +247,7 @@ pub(super) fn follow_up(
 ) -> anyhow::Result<Option<Bytes>> {
     let version = header.api_version;
     match follow_up {
-        FollowUp::JoinGroup { group } => {
+        FollowUp::JoinGroup { group, instance } => {
             // Walked, not decoded: brokers differ in which strings of this
             // answer they leave null.
             let error = frame
@@ -262,7 +266,10 @@ pub(super) fn follow_up(
             let member = header::join_group_response_member(frame.payload(), version);
             match (member, issues) {
                 (Some(member), true) if !member.is_empty() => {
-                    shared.members.issued(&group, &member, cluster)
+                    shared.members.issued(&group, &member, cluster);
+                    if let Some(instance) = &instance {
+                        shared.members.set_instance(&member, instance);
+                    }
                 }
                 // The echo of an id the cluster does not know.
                 (Some(member), false) if error == Some(UNKNOWN_MEMBER_ID) => {

@@ -7,6 +7,7 @@ mod produce;
 mod producer_ids;
 mod responses;
 mod session;
+mod topic_ids;
 mod upstream;
 
 use std::collections::HashMap;
@@ -82,6 +83,8 @@ pub struct Shared {
     pub epochs: crate::cutover::epochs::LeaderEpochs,
     /// Producer ids each cluster issued to clients.
     pub issued: producer_ids::IssuedProducerIds,
+    /// Topic ids as clients see them.
+    topic_ids: topic_ids::TopicIds,
     /// One flip at a time.
     pub(crate) flip_lock: tokio::sync::Mutex<()>,
     pub(crate) last_flip: std::sync::Mutex<Option<crate::cutover::flip::FlipReport>>,
@@ -201,6 +204,48 @@ impl Shared {
         })
     }
 
+    /// [`Shared::translate_offset`], and for a partition nothing was
+    /// mirrored from or into yet: a group that has read it to its end
+    /// resumes where the other cluster's copy ends (every record written
+    /// to it from now on is mirrored there). Asks both clusters for the
+    /// partition's end.
+    pub async fn translate_committed(
+        &self,
+        from: ClusterName,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, String> {
+        let reason = match self.translate_offset(from, topic, partition, offset) {
+            Ok(o) => return Ok(o),
+            Err(reason) => reason,
+        };
+        let mirrored_any = [from, from.other()].into_iter().any(|c| {
+            self.mirror_from(c)
+                .is_some_and(|m| m.translation().partition(topic, partition).is_some())
+        });
+        let Some(mirror) = self.mirror_from(from).filter(|_| !mirrored_any) else {
+            return Err(reason);
+        };
+        let end = mirror
+            .source()
+            .log_end(topic, partition)
+            .await
+            .map_err(|e| format!("{reason}; and its end in {from} is unknown: {e}"))?;
+        if offset < end {
+            return Err(format!(
+                "{reason}: committed offset {offset} is before the end of {topic}-{partition} \
+                 ({end}), and nothing of it has been mirrored"
+            ));
+        }
+        let to = from.other();
+        mirror
+            .client()
+            .log_end(topic, partition)
+            .await
+            .map_err(|e| format!("{topic}-{partition} was read to its end, but cluster {to} has no copy to resume in: {e}"))
+    }
+
     pub fn learn_versions(&self, cluster: ClusterName, ranges: &ApiRanges) {
         let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
         if versions.get(&cluster) != Some(ranges) {
@@ -282,6 +327,10 @@ impl RewriteContext for ClusterView<'_> {
 
     fn present_epoch(&self, real: i32) -> i32 {
         self.shared.epochs.present(self.cluster, real)
+    }
+
+    fn present_topic_id(&self, topic: &str, real: uuid::Uuid) -> uuid::Uuid {
+        self.shared.topic_ids.presented(self.cluster, topic, real)
     }
 }
 
@@ -381,6 +430,7 @@ impl Proxy {
             signals: crate::cutover::RouteSignals::new(route.primary),
             epochs: crate::cutover::epochs::LeaderEpochs::open(state.clone(), route.primary)?,
             issued: producer_ids::IssuedProducerIds::open(state.clone())?,
+            topic_ids: topic_ids::TopicIds::open(state.clone())?,
             config,
             brokers,
             metrics: Metrics::new(),
@@ -417,6 +467,25 @@ impl Proxy {
                 }
             }));
         tokio::spawn(accept_loop(shared.clone(), bootstrap, Target::Bootstrap));
+        {
+            // Presented topic ids reach the disk within a second.
+            let weak = Arc::downgrade(&shared);
+            let shutdown = shared.shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let stop = tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                        _ = shutdown.cancelled() => true,
+                    };
+                    let Some(shared) = weak.upgrade() else { return };
+                    let ids = shared.clone();
+                    let _ = tokio::task::spawn_blocking(move || ids.topic_ids.persist()).await;
+                    if stop {
+                        return;
+                    }
+                }
+            });
+        }
         tokio::spawn(crate::admin::serve(shared.clone(), admin));
         for cluster in [ClusterName::A, ClusterName::B] {
             if shared.config.cluster(cluster).is_some() {

@@ -336,7 +336,16 @@ impl Connection {
             // Clients just moved here: the flip is still committing their
             // groups' translated offsets, which these must not race.
             if !signals.is_arriving(self.cluster) {
-                return Ok(Gate::Pass(None));
+                if api == ApiKey::OffsetFetch {
+                    return Ok(Gate::Pass(None));
+                }
+                // A commit counts until answered: the flip reads committed
+                // offsets once none is in flight to the old primary.
+                let counted = signals.enter_commit(self.cluster);
+                if self.moved.is_cancelled() {
+                    return Ok(Gate::Moved);
+                }
+                return Ok(Gate::Pass(Some(counted)));
             }
             self.shared.metrics.fenced_requests.increment(1);
             return Ok(tokio::select! {

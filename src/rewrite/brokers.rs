@@ -48,6 +48,9 @@ pub fn metadata(mut response: MetadataResponse, ctx: &dyn RewriteContext) -> Met
         response.cluster_id = Some(ctx.virtual_cluster_id());
     }
     for topic in &mut response.topics {
+        if let Some(name) = &topic.name {
+            topic.topic_id = ctx.present_topic_id(name, topic.topic_id);
+        }
         for partition in &mut topic.partitions {
             partition.leader_id = virtual_id(ctx, partition.leader_id);
             partition.leader_epoch = ctx.present_epoch(partition.leader_epoch);

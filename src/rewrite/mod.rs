@@ -46,6 +46,10 @@ pub trait RewriteContext {
     fn present_epoch(&self, real: i32) -> i32 {
         real
     }
+    /// The id clients see for `topic`, whose real id here is `real`.
+    fn present_topic_id(&self, _topic: &str, real: uuid::Uuid) -> uuid::Uuid {
+        real
+    }
 }
 
 /// Which responses the proxy must rewrite.
