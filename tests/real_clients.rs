@@ -1007,54 +1007,27 @@ async fn java_through_flip_and_rollback() {
     flip_and_rollback(Plan::subscribe(Client::Java)).await;
 }
 
-/// Ignored: two switchyard bugs break franz-go 1.22 (cooperative-sticky).
-/// (1) Metadata answers carry the real cluster's topic id, which changes
-/// at the flip; franz-go takes that for a deleted and recreated topic
-/// ("metadata has a new ID for a topic we already hold") and keeps the old
-/// id: the consumer refuses, client-side, every commit of the topic with
-/// UNKNOWN_TOPIC_ID until the rollback brings the old id back, and the
-/// producer, when it notices too (one run in two), fails every record from
-/// the flip on with UNKNOWN_TOPIC_ID (25,027 records in one run). (2) A
-/// cooperative member keeps its partitions through the flip's rebalance
-/// and its fetch positions are A's offsets; its Fetches carry the current
-/// leader epoch it read from the new metadata, so switchyard lets them
-/// reach B, which answers OFFSET_OUT_OF_RANGE (A's offsets lie beyond B's
-/// log end); franz-go resets to auto.offset.reset (earliest here) and reads
-/// B again from offset 0: every record B held is delivered twice (with
-/// `latest`, the records between the committed offset and B's end would
-/// be skipped). Also, the flip's move step waits ~5 s for franz-go's
-/// long-poll Fetches (FetchMaxWait 5 s) on the old connections, with
-/// producers fenced all the while.
+/// franz-go 1.22 with the cooperative-sticky balancer. It takes a changed
+/// topic id for a topic deleted and created again (commits refused with
+/// UNKNOWN_TOPIC_ID, and the producer may fail every record), so topic ids
+/// must stay the same across the flip; and its cooperative member keeps
+/// its partitions (and fetch positions, offsets of A) through a join
+/// answered UNKNOWN_MEMBER_ID, so switchyard answers its first join from
+/// the old cluster ILLEGAL_GENERATION, after which it drops them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reason: switchyard bugs: the topic id changes at the flip (franz-go treats the topic as recreated: commits refused, producer may fail every record), and a cooperative member's Fetch at A's offsets reaches B (OFFSET_OUT_OF_RANGE, reset to earliest, thousands of duplicates)"]
 async fn franz_go_through_flip_and_rollback() {
     flip_and_rollback(Plan::subscribe(Client::FranzGo)).await;
 }
 
-/// kafkajs's producer is not idempotent here: see
-/// `kafkajs_idempotent_producer_through_flip_and_rollback`.
+/// kafkajs's producer is not idempotent here: kafkajs 2.2.4's idempotent
+/// producer, with several send() calls in flight, reuses sequence numbers
+/// after a retriable error (a leader change, a closed connection) and
+/// loses records even against one cluster whose leaders move (kafkajs
+/// issues #598 and #1005; tests/clients/README.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafkajs_through_flip_and_rollback() {
     flip_and_rollback(Plan {
         idempotent: false,
-        ..Plan::subscribe(Client::Kafkajs)
-    })
-    .await;
-}
-
-/// kafkajs 2.2.4's idempotent producer, with send() calls in flight on
-/// several connections, reuses sequence numbers after a retriable error
-/// (NOT_LEADER_OR_FOLLOWER, a closed connection): a batch is then acked as
-/// a duplicate at the offset of another record, which is lost, and later
-/// batches fail with OUT_OF_ORDER_SEQUENCE_NUMBER (kafkajs issues #598,
-/// #1005). A flip is a leader change of every partition, so this test
-/// loses records; `kafkajs_idempotent_producer_loses_records_without_switchyard`
-/// shows the same on cluster A alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reason: kafkajs bug (idempotent producer reuses sequence numbers after a retriable error), not switchyard's; see the doc comment"]
-async fn kafkajs_idempotent_producer_through_flip_and_rollback() {
-    flip_and_rollback(Plan {
-        name: "kafkajs-idempotent",
         ..Plan::subscribe(Client::Kafkajs)
     })
     .await;
@@ -1070,21 +1043,13 @@ async fn librdkafka_through_flip_and_rollback() {
     flip_and_rollback(Plan::subscribe(Client::Librdkafka)).await;
 }
 
-/// A static member (eager assignor) in the group. Ignored: it is fenced
-/// at the rollback. During the rollback's fence the member's heartbeat is
-/// answered REBALANCE_IN_PROGRESS and it sends JoinGroup with the member id
-/// B issued; the fence holds it and then passes it to A, where the same
-/// group.instance.id is still registered under the member id A issued
-/// before the flip (a static member does not leave the group when its
-/// connection closes, and its session has not expired). A answers
-/// FENCED_INSTANCE_ID, which is fatal to the Java consumer
-/// (FencedInstanceIdException): it stops and reads nothing more. A
-/// JoinGroup carrying a member id of the other cluster needs the treatment
-/// Heartbeat, SyncGroup and OffsetCommit get (UNKNOWN_MEMBER_ID, or the
-/// member id cleared), so that the static member rejoins and replaces its
-/// old registration.
+/// A static member (eager assignor) in the group. At the rollback its
+/// group.instance.id is still registered on A under the member id A issued
+/// before the flip; joining there with the id B issued would be answered
+/// FENCED_INSTANCE_ID, fatal to the Java consumer. switchyard answers a
+/// join from the other cluster's member UNKNOWN_MEMBER_ID, and the member
+/// joins afresh, replacing its old registration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reason: switchyard bug: a static member's JoinGroup with the member id B issued reaches A at the rollback; A answers FENCED_INSTANCE_ID and the Java consumer dies"]
 async fn java_static_member_through_flip_and_rollback() {
     flip_and_rollback(Plan {
         name: "java-static",
@@ -1094,14 +1059,10 @@ async fn java_static_member_through_flip_and_rollback() {
     .await;
 }
 
-/// A partition that gets no writes after mirroring starts: the group has
-/// committed A's end there, which is also where B's copy begins, yet the
-/// flip is refused ("nothing of clients-idle-partition-3 has been mirrored
-/// yet"). Every topic with an idle partition that a group reads holds
-/// back every flip until something is written to each of its partitions
-/// (or the flip is forced).
+/// A partition that gets no writes after mirroring starts: nothing of it
+/// is mirrored, yet the group, which committed A's end there, resumes at
+/// B's end (every later record is mirrored there), so the flip goes ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reason: switchyard bug: a committed offset at the end of a partition nothing was mirrored to is not translatable, so the flip is refused"]
 async fn idle_partition_through_flip_and_rollback() {
     flip_and_rollback(Plan {
         name: "idle-partition",
@@ -1126,17 +1087,10 @@ async fn java_assign_consumer_through_flip_and_rollback() {
     .await;
 }
 
-/// The assign consumer of the test above should at least resume once the
-/// clients are back on A, where its positions came from. It does not: its
-/// OffsetForLeaderEpoch carries the position's epoch from A's first era
-/// (3), which switchyard keeps holding (UNKNOWN_LEADER_EPOCH, several times
-/// a second, logged "position from before the last move held") after the
-/// rollback too, although A is primary again and the offset is A's. The
-/// Java consumer reports no error: it reads nothing until it is restarted.
-/// (Commits get this right: an epoch of an earlier era of the same cluster
-/// is passed on as that cluster's real epoch.)
+/// The assign consumer of the test above resumes once the clients are
+/// back on A, where its positions came from: the epoch of its position,
+/// from A's first era, is one of A's own epochs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reason: switchyard bug: an assign()ed consumer held across the flip stays held after the rollback, though its positions are A's offsets again"]
 async fn java_assign_consumer_resumes_after_rollback() {
     flip_and_rollback(Plan {
         name: "java-assign-resumes",
@@ -1145,49 +1099,4 @@ async fn java_assign_consumer_resumes_after_rollback() {
         ..Plan::subscribe(Client::Java)
     })
     .await;
-}
-
-/// The control for `kafkajs_idempotent_producer_through_flip_and_rollback`,
-/// without switchyard: kafkajs's
-/// idempotent producer writes straight to cluster A (1000 records/s, so
-/// that several send() calls are in flight) while A's leaders move three
-/// times. It fails the same way: records acknowledged that no partition
-/// holds, and OUT_OF_ORDER_SEQUENCE_NUMBER failures.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reason: fails by design, it reproduces the kafkajs bug without switchyard"]
-async fn kafkajs_idempotent_producer_loses_records_without_switchyard() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let (a, _) = clusters();
-    let topic = "clients-kafkajs-direct";
-    a.create_topic(topic, PARTITIONS, 3, &[]).unwrap();
-    let logs = Logs::new("kafkajs-direct");
-    // kafkajs takes one seed broker, not a list.
-    let args = produce_args(&a.broker_addr(1), topic, "direct", KEYS, 1000, true);
-    let mut producer = Driver::start(Client::Kafkajs, "producer", &args, logs.path());
-    for round in 0..4 {
-        let from = producer.acked();
-        wait_until(Duration::from_secs(60), "acknowledgements", || {
-            let n = producer.acked();
-            async move { n >= from + PHASE }
-        })
-        .await;
-        if round < 3 {
-            a.move_leaders(topic, 1).unwrap();
-        }
-    }
-    let stopped = producer.stop(Duration::from_secs(90)).await;
-    let in_a = read_all(a, topic);
-    let acks = producer.with(|e| e.acks.clone());
-    let fails = producer.with(|e| e.fails.len());
-    let nowhere = BTreeMap::new();
-    let wrong = acks
-        .iter()
-        .filter(|r| stored_at(&in_a, &nowhere, r).is_none())
-        .count();
-    println!(
-        "[summary] client=kafkajs-direct acked={} failed_sends={fails} acked_at_wrong_offset={wrong} {stopped:?}",
-        acks.len()
-    );
-    assert_eq!(fails, 0, "records the producer gave up on");
-    assert_eq!(wrong, 0, "acknowledged at offsets that hold other records");
 }

@@ -605,7 +605,7 @@ fn read_from_timestamp(
     let deadline = Instant::now() + Duration::from_secs(60);
     while ends
         .iter()
-        .any(|(p, end)| last.get(p).map_or(true, |o| o + 1 < *end))
+        .any(|(p, end)| last.get(p).is_none_or(|o| o + 1 < *end))
     {
         assert!(
             Instant::now() < deadline,
