@@ -75,8 +75,8 @@ impl Default for CutoverConfig {
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
     /// In sync mode, how long a client's acknowledgement waits for the
-    /// mirror; past it the client gets a retriable error and the batch stays
-    /// queued.
+    /// mirror; past it the batch is made durable in the mirror journal and
+    /// the client gets the primary's acknowledgement.
     #[serde(default = "default_sync_timeout_ms")]
     pub sync_timeout_ms: u64,
     /// How long the mirror waits for a missing primary offset range before

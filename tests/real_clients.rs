@@ -1100,3 +1100,48 @@ async fn java_assign_consumer_resumes_after_rollback() {
     })
     .await;
 }
+
+/// KIP-848 consumers (`group.protocol=consumer`) speak ConsumerGroupHeartbeat,
+/// whose answers carry topic ids and whose group state lives in the
+/// cluster's new coordinator; switchyard does not offer that API (it could
+/// not carry such a group across a flip), and the reference client then
+/// stops with its own clear message naming the protocol, telling the user
+/// to set `group.protocol=classic`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_consumer_is_refused_with_the_clients_own_message() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (a, b) = clusters();
+    let topic = "clients-kip-848";
+    a.create_topic(topic, 2, 3, &[]).unwrap();
+    let harness = start_proxy(a, Some(b)).await;
+    let logs = Logs::new("kip-848");
+    let mut args = consume_args(&harness.bootstrap(), topic, "clients-kip-848-group");
+    args.extend(["--protocol", "consumer"].map(str::to_owned));
+    let mut consumer = Driver::start(Client::Java, "consumer", &args, logs.path());
+    wait_until(
+        Duration::from_secs(60),
+        "the KIP-848 consumer to give up",
+        || {
+            let ended = consumer.with(|e| e.fatal.is_some()) || !consumer.alive();
+            async move { ended }
+        },
+    )
+    .await;
+    let fatal = consumer.with(|e| e.fatal.clone()).unwrap_or_default();
+    let stopped = consumer.stop(Duration::from_secs(20)).await;
+    assert!(
+        fatal.contains("CONSUMER group protocol") || fatal.contains("CONSUMER_GROUP_HEARTBEAT"),
+        "the refusal names the protocol: {fatal:?}\n{}",
+        consumer.tail()
+    );
+    assert_ne!(
+        stopped.exit,
+        Some(0),
+        "the consumer did not run as if nothing happened"
+    );
+    assert!(
+        consumer.with(|e| e.recs.is_empty()),
+        "a refused consumer read nothing"
+    );
+    harness.stop().await;
+}

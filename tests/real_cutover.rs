@@ -623,3 +623,41 @@ fn read_from_timestamp(
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_producer_is_named_by_readiness_and_holds_the_flip_back() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let (a, b) = clusters();
+    let topic = "rc-transactions";
+    a.create_topic(topic, 1, 3, &[]).unwrap();
+    let harness = start_proxy(a, Some(b)).await;
+    let admin = harness.proxy.admin_addr();
+    post(admin, "/mirror", r#"{"mode":"sync"}"#).await;
+    let producer: FutureProducer = workload::producer_config(&harness.bootstrap())
+        .set("transactional.id", "rc-payments-tx")
+        .create()
+        .unwrap();
+    tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(30))).unwrap();
+    tokio::task::block_in_place(|| producer.begin_transaction()).unwrap();
+    let refused = producer
+        .send(
+            FutureRecord::to(topic).key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        refused.is_err(),
+        "a transactional write while mirroring is refused"
+    );
+    let (status, body) = http_get(admin, "/readiness").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("rc-payments-tx") && body.contains("transactions are not mirrored"),
+        "readiness names the transactional producer: {body}"
+    );
+    let (status, body) = http_post(admin, "/flip", "").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("rc-payments-tx"), "{body}");
+    let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+    harness.stop().await;
+}

@@ -74,6 +74,15 @@ pub async fn readiness(shared: &Shared) -> Readiness {
     if mirror.mode() == MirrorMode::Off {
         reasons.push(format!("mirroring to cluster {} is off", mirror.target()));
     }
+    for id in shared.transactional.all() {
+        reasons.push(format!(
+            "transactional producer {id:?} was seen: transactions are not mirrored \
+             (their commit markers are written by the cluster, not through Produce), \
+             so its records cannot be carried to cluster {} with their outcome; \
+             move it with the application stopped, or flip with force once it is gone",
+            mirror.target()
+        ));
+    }
     let status = mirror.status();
     let mut notes = Vec::new();
     for ((topic, partition), status) in &status {
