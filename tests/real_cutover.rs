@@ -11,16 +11,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::kafka::{ClusterSpec, KafkaCluster};
+use common::kafka::{metadata, ClusterSpec, KafkaCluster, KAFKA_3};
 use common::*;
 use switchyard::demo::workload::{consume_continuously, Commits};
 
-/// A with three brokers (leaders can move), B with one; shared by the
+/// A with three brokers (leaders can move) on Kafka 3.9, B with one on
+/// Kafka 4: every flip here is also a version migration. Shared by the
 /// tests of this file, each using its own topic and group.
 fn clusters() -> &'static (KafkaCluster, KafkaCluster) {
     static CLUSTERS: OnceLock<(KafkaCluster, KafkaCluster)> = OnceLock::new();
     CLUSTERS.get_or_init(|| {
-        let a = std::thread::spawn(|| KafkaCluster::start(ClusterSpec::new(3)));
+        let a = std::thread::spawn(|| KafkaCluster::start(ClusterSpec::new(3).version(KAFKA_3)));
         let b = KafkaCluster::start(ClusterSpec::new(1)).expect("cluster B starts");
         let a = a.join().unwrap().expect("cluster A starts");
         (a, b)
@@ -43,6 +44,16 @@ async fn preload_history(a: &KafkaCluster, topic: &str) -> Vec<RecordRef> {
     let acked = workload::produce(&a.bootstrap(), &spec).await.unwrap();
     assert_eq!(acked.len(), spec.records);
     acked
+}
+
+/// Each partition's leader epoch as a client sees it through switchyard.
+fn presented_epochs(bootstrap: &str, topic: &str) -> std::collections::BTreeMap<i32, i32> {
+    let answer = metadata(bootstrap, Some(&[topic])).unwrap();
+    answer.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_epoch))
+        .collect()
 }
 
 /// Each partition's log end offset, read straight from the cluster.
@@ -275,8 +286,18 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
         async move { counter.load(Ordering::Relaxed) >= 3000 }
     })
     .await;
+    let epochs_before = presented_epochs(&bootstrap, topic);
     let flipped = post(admin, "/flip", "").await;
     assert_eq!(flipped["outcome"], "flipped", "{flipped:#}");
+    // Clients see B's epochs above every epoch A showed them.
+    let epochs_on_b = presented_epochs(&bootstrap, topic);
+    for (p, epoch) in &epochs_on_b {
+        assert!(
+            *epoch > epochs_before[p],
+            "partition {p}: epoch went from {} to {epoch}",
+            epochs_before[p]
+        );
+    }
 
     let counter = produced.clone();
     wait_until(
@@ -290,6 +311,12 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
     .await;
     let rolled = post(admin, "/rollback", "").await;
     assert_eq!(rolled["outcome"], "flipped", "{rolled:#}");
+    for (p, epoch) in presented_epochs(&bootstrap, topic) {
+        assert!(
+            epoch > epochs_on_b[&p],
+            "partition {p}: back on A, epoch {epoch}"
+        );
+    }
 
     let mut live = Vec::new();
     for producer in producers {
