@@ -30,7 +30,6 @@ pub use topics::TopicCheck;
 
 /// Partitions whose mirroring stopped on an error that asking again cannot
 /// cure, labelled by the cluster written to.
-pub const MIRROR_STOPPED_PARTITIONS: &str = "switchyard_mirror_stopped_partitions";
 
 /// What happened to a submitted batch.
 pub type Outcome = Result<(), String>;
@@ -149,7 +148,7 @@ impl Mirror {
             gap_timeout,
             shutdown: shutdown.clone(),
             stopped_partitions: metrics::gauge!(
-                MIRROR_STOPPED_PARTITIONS,
+                crate::metrics::MIRROR_STOPPED_PARTITIONS,
                 "cluster" => client_cluster.as_str()
             ),
             metrics,
