@@ -39,6 +39,8 @@ pub const MIRROR_LAG_BYTES: &str = "switchyard_mirror_lag_bytes";
 pub const MIRROR_BATCHES: &str = "switchyard_mirror_batches_total";
 pub const MIRROR_RETRIES: &str = "switchyard_mirror_retries_total";
 pub const MIRROR_DIVERGENT: &str = "switchyard_mirror_divergent_records_total";
+/// Partitions whose mirroring stopped on an error that asking again cannot
+/// cure, labelled by the cluster written to.
 pub const MIRROR_STOPPED_PARTITIONS: &str = "switchyard_mirror_stopped_partitions";
 
 /// The mirror's numbers, labelled by the cluster written to.

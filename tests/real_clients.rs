@@ -36,6 +36,7 @@ use common::clients::{
     consume_args, note, produce_args, Client, Driver, Events, Logs, Seen, Stopped,
 };
 use common::kafka::{ClusterSpec, KafkaCluster};
+use common::real::{assert_b_mirrors_a, committed_offsets, post_ok as post};
 use common::*;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -126,134 +127,12 @@ async fn preload_history(a: &KafkaCluster, topic: &str) -> Vec<RecordRef> {
     acked
 }
 
-/// Every record of `topic` read straight from `cluster`, retried for up
-/// to 30 s: right after leaders moved, a new leader may answer
-/// OFFSET_NOT_AVAILABLE until its high watermark has caught up.
-fn read_all(cluster: &KafkaCluster, topic: &str) -> BTreeMap<i32, Vec<StoredRecord>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match read_cluster(&cluster.bootstrap(), topic, PARTITIONS) {
-            Ok(stored) => return stored,
-            Err(e) if Instant::now() < deadline => {
-                note(&format!("reading {topic} again: {e:#}"));
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => panic!("cannot read {topic}: {e:#}"),
-        }
-    }
-}
-
-/// Each partition's log end offset, read straight from the cluster.
-fn end_offsets(cluster: &KafkaCluster, topic: &str) -> Vec<i64> {
-    let stored = read_all(cluster, topic);
-    stored
-        .values()
-        .map(|r| r.last().map_or(0, |r| r.offset + 1))
-        .collect()
-}
-
-/// A group's committed offsets, read straight from the cluster.
-async fn committed_offsets(cluster: &KafkaCluster, group: &str) -> HashMap<(String, i32), i64> {
-    let client = switchyard::mirror::client::ClusterClient::new(
-        switchyard::config::ClusterName::A,
-        cluster.bootstrap().split(',').map(str::to_owned).collect(),
-        Duration::from_secs(10),
-    );
-    client.committed_offsets(group).await.unwrap_or_default()
-}
-
-async fn post(admin: std::net::SocketAddr, path: &str, body: &str) -> Value {
-    let (status, text) = http_post(admin, path, body).await;
-    let json: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {text}"));
-    assert_eq!(status, 200, "{path}: {json:#}");
-    json
-}
-
 async fn status(admin: std::net::SocketAddr) -> Value {
     let (_, text) = http_get(admin, "/status").await;
     serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
 // ------------------------------------------------------------------ checks
-
-/// Each live record B holds, in B's per-partition order, must be what A
-/// holds in the same order from the first mirrored record on; none twice.
-fn assert_b_mirrors_a(
-    in_a: &BTreeMap<i32, Vec<StoredRecord>>,
-    in_b: &BTreeMap<i32, Vec<StoredRecord>>,
-    topic: &str,
-    live: &[RecordRef],
-) -> usize {
-    let live_values: HashSet<Vec<u8>> = live
-        .iter()
-        .map(|r| workload::record_value(&r.key, r.seq).into_bytes())
-        .collect();
-    let mut total = 0;
-    for p in 0..PARTITIONS {
-        let values = |records: &Vec<StoredRecord>| -> Vec<Vec<u8>> {
-            records
-                .iter()
-                .filter_map(|r| r.value.clone())
-                .filter(|v| live_values.contains(v))
-                .collect()
-        };
-        let (from_a, from_b) = (values(&in_a[&p]), values(&in_b[&p]));
-        for (name, records) in [("A", &in_a[&p]), ("B", &in_b[&p])] {
-            let twice = stored_twice(records, &live_values);
-            assert!(
-                twice.is_empty(),
-                "{topic}-{p}: {name} stores records twice: {twice:?}"
-            );
-        }
-        assert!(
-            from_a == from_b,
-            "{topic}-{p}: A and B differ in content or order ({} live records in A, {} in B)",
-            from_a.len(),
-            from_b.len()
-        );
-        total += from_b.len();
-    }
-    let stored: HashSet<Vec<u8>> = in_b
-        .values()
-        .flatten()
-        .filter_map(|r| r.value.clone())
-        .collect();
-    for r in live {
-        let value = workload::record_value(&r.key, r.seq).into_bytes();
-        assert!(
-            stored.contains(&value),
-            "{}#{} acknowledged but not in B",
-            r.key,
-            r.seq
-        );
-    }
-    total
-}
-
-/// Live records a partition holds more than once: "key#seq" at which
-/// offsets.
-fn stored_twice(records: &[StoredRecord], live: &HashSet<Vec<u8>>) -> Vec<(String, Vec<i64>)> {
-    let mut at: HashMap<&Vec<u8>, Vec<i64>> = HashMap::new();
-    for r in records {
-        if let Some(v) = r.value.as_ref().filter(|v| live.contains(*v)) {
-            at.entry(v).or_default().push(r.offset);
-        }
-    }
-    let mut twice: Vec<(String, Vec<i64>)> = at
-        .into_iter()
-        .filter(|(_, offsets)| offsets.len() > 1)
-        .map(|(v, offsets)| {
-            let text = String::from_utf8_lossy(v);
-            (
-                text.split('#').take(2).collect::<Vec<_>>().join("#"),
-                offsets,
-            )
-        })
-        .collect();
-    twice.sort();
-    twice
-}
 
 /// Writes what a cluster stores, one "partition offset key#seq" line per
 /// record, next to the drivers' logs.
@@ -432,7 +311,7 @@ impl Topic {
         a.move_leaders(&topic, 3).unwrap();
         let epochs = a.leaders(&topic).unwrap();
         assert!(epochs.values().all(|(_, e)| *e >= 3), "{epochs:?}");
-        let history_end = end_offsets(a, &topic);
+        let history_end = common::real::end_offsets(a, &topic, PARTITIONS);
         assert_eq!(
             history_end,
             vec![HISTORY_PER_PARTITION as i64; PARTITIONS as usize],
@@ -661,8 +540,8 @@ async fn flip_and_rollback(plan: Plan) {
     };
 
     wait_for_mirror_lag_zero(admin).await;
-    let in_a = read_all(a, &topic.name);
-    let in_b = read_all(b, &topic.name);
+    let in_a = common::real::read_all(a, &topic.name, PARTITIONS);
+    let in_b = common::real::read_all(b, &topic.name, PARTITIONS);
     for (cluster, stored, kafka) in [("a", &in_a, a), ("b", &in_b, b)] {
         dump(&logs.path().join(format!("stored-{cluster}.txt")), stored);
         dump_batches(

@@ -6,12 +6,13 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::kafka::{metadata, ClusterSpec, KafkaCluster, KAFKA_3};
+use common::real::{assert_b_mirrors_a, committed_offsets, post_ok as post, read_all};
 use common::*;
 use switchyard::demo::workload::{consume_continuously, Commits};
 
@@ -54,141 +55,6 @@ fn presented_epochs(bootstrap: &str, topic: &str) -> std::collections::BTreeMap<
         .iter()
         .map(|p| (p.partition_index, p.leader_epoch))
         .collect()
-}
-
-/// Each partition's log end offset, read straight from the cluster.
-fn end_offsets(cluster: &KafkaCluster, topic: &str) -> Vec<i64> {
-    // Right after leaders moved, a new leader answers OFFSET_NOT_AVAILABLE
-    // until its high watermark has caught up: ask again, bounded.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stored = loop {
-        match read_cluster(&cluster.bootstrap(), topic, PARTITIONS) {
-            Ok(stored) => break stored,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("reading {topic} again: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("cannot read {topic}: {e}"),
-        }
-    };
-    stored
-        .values()
-        .map(|r| r.last().map_or(0, |r| r.offset + 1))
-        .collect()
-}
-
-/// A group's committed offsets, read straight from the cluster.
-async fn committed_offsets(cluster: &KafkaCluster, group: &str) -> HashMap<(String, i32), i64> {
-    let client = switchyard::mirror::client::ClusterClient::new(
-        switchyard::config::ClusterName::A,
-        cluster.bootstrap().split(',').map(str::to_owned).collect(),
-        Duration::from_secs(10),
-    );
-    client.committed_offsets(group).await.unwrap_or_default()
-}
-
-async fn post(admin: std::net::SocketAddr, path: &str, body: &str) -> serde_json::Value {
-    let (status, text) = http_post(admin, path, body).await;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {text}"));
-    assert_eq!(status, 200, "{path}: {json:#}");
-    json
-}
-
-/// Each live record B holds, in B's per-partition order, must be what A
-/// holds in the same order from the first mirrored record on; none twice.
-fn assert_b_mirrors_a(
-    a: &KafkaCluster,
-    b: &KafkaCluster,
-    topic: &str,
-    live: &[RecordRef],
-) -> usize {
-    let in_a = read_cluster(&a.bootstrap(), topic, PARTITIONS).unwrap();
-    let in_b = read_cluster(&b.bootstrap(), topic, PARTITIONS).unwrap();
-    let live_values: HashSet<Vec<u8>> = live
-        .iter()
-        .map(|r| workload::record_value(&r.key, r.seq).into_bytes())
-        .collect();
-    let mut total = 0;
-    for p in 0..PARTITIONS {
-        let values = |records: &Vec<StoredRecord>| -> Vec<Vec<u8>> {
-            records
-                .iter()
-                .filter_map(|r| r.value.clone())
-                .filter(|v| live_values.contains(v))
-                .collect()
-        };
-        let (from_a, from_b) = (values(&in_a[&p]), values(&in_b[&p]));
-        for (name, records) in [("A", &in_a[&p]), ("B", &in_b[&p])] {
-            let twice = stored_twice(records, &live_values);
-            assert!(
-                twice.is_empty(),
-                "{topic}-{p}: {name} stores records twice: {twice:?}"
-            );
-        }
-        assert!(
-            from_a == from_b,
-            "{topic}-{p}: A and B differ in content or order"
-        );
-        total += from_b.len();
-    }
-    let stored: HashSet<Vec<u8>> = in_b
-        .values()
-        .flatten()
-        .filter_map(|r| r.value.clone())
-        .collect();
-    for r in live {
-        let value = workload::record_value(&r.key, r.seq).into_bytes();
-        assert!(
-            stored.contains(&value),
-            "{}#{} acknowledged but not in B",
-            r.key,
-            r.seq
-        );
-    }
-    total
-}
-
-/// Live records a partition holds more than once: "key#seq" at which
-/// offsets.
-fn stored_twice(records: &[StoredRecord], live: &HashSet<Vec<u8>>) -> Vec<(String, Vec<i64>)> {
-    let mut at: HashMap<&Vec<u8>, Vec<i64>> = HashMap::new();
-    for r in records {
-        if let Some(v) = r.value.as_ref().filter(|v| live.contains(*v)) {
-            at.entry(v).or_default().push(r.offset);
-        }
-    }
-    let mut twice: Vec<(String, Vec<i64>)> = at
-        .into_iter()
-        .filter(|(_, offsets)| offsets.len() > 1)
-        .map(|(v, offsets)| {
-            let text = String::from_utf8_lossy(v);
-            (
-                text.split('#').take(2).collect::<Vec<_>>().join("#"),
-                offsets,
-            )
-        })
-        .collect();
-    twice.sort();
-    twice
-}
-
-fn first_deliveries_in_key_order(consumed: &[RecordRef]) -> usize {
-    let mut last: HashMap<&str, u64> = HashMap::new();
-    let mut seen = HashSet::new();
-    let mut violations = 0;
-    for r in consumed {
-        if !seen.insert((r.key.as_str(), r.seq)) {
-            continue;
-        }
-        if let Some(&previous) = last.get(r.key.as_str()) {
-            if r.seq <= previous {
-                violations += 1;
-            }
-        }
-        last.insert(&r.key, r.seq);
-    }
-    violations
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +105,7 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
 
     // ...and has committed it, so its position translates once mirroring
     // starts.
-    let ends = end_offsets(a, topic);
+    let ends = common::real::end_offsets(a, topic, PARTITIONS);
     wait_until(
         Duration::from_secs(90),
         "the group to commit A's history",
@@ -334,7 +200,12 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
     assert_eq!(first_deliveries_in_key_order(&consumed), 0, "per-key order");
 
     wait_for_mirror_lag_zero(admin).await;
-    let in_b = assert_b_mirrors_a(a, b, topic, &live);
+    let in_b = assert_b_mirrors_a(
+        &read_all(a, topic, PARTITIONS),
+        &read_all(b, topic, PARTITIONS),
+        topic,
+        &live,
+    );
     assert_eq!(in_b, live.len());
     harness.stop().await;
 }
@@ -459,7 +330,7 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
         ]),
         member(vec![cooperative]),
     ];
-    let ends = end_offsets(a, topic);
+    let ends = common::real::end_offsets(a, topic, PARTITIONS);
     wait_until(
         Duration::from_secs(90),
         "the group to commit A's history",
@@ -579,7 +450,12 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
         );
     }
     wait_for_mirror_lag_zero(admin).await;
-    assert_b_mirrors_a(a, b, topic, &live);
+    assert_b_mirrors_a(
+        &read_all(a, topic, PARTITIONS),
+        &read_all(b, topic, PARTITIONS),
+        topic,
+        &live,
+    );
     harness.stop().await;
 }
 

@@ -10,15 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::kafka::{ClusterSpec, KafkaCluster};
+use common::real::post;
 use common::*;
 
 const PARTITIONS: i32 = 3;
-
-async fn post(admin: std::net::SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let (status, text) = http_post(admin, path, body).await;
-    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {text}"));
-    (status, json)
-}
 
 /// Every acknowledged record is in both clusters exactly once, and B holds
 /// A's records in A's per-partition order.

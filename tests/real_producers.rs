@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::kafka::{batch_headers, ClusterSpec, KafkaCluster};
+use common::real::post_ok as post;
 use common::*;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -33,14 +34,6 @@ fn clusters() -> &'static (KafkaCluster, KafkaCluster) {
         let b = KafkaCluster::start(ClusterSpec::new(1)).expect("cluster B starts");
         (a.join().unwrap().expect("cluster A starts"), b)
     })
-}
-
-async fn post(admin: std::net::SocketAddr, path: &str, body: &str) -> serde_json::Value {
-    let (status, text) = http_post(admin, path, body).await;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {text}"));
-    assert_eq!(status, 200, "{path}: {json:#}");
-    json
 }
 
 fn idempotent_producer(bootstrap: &str) -> FutureProducer {

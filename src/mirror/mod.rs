@@ -28,9 +28,6 @@ use worker::PartitionWorker;
 
 pub use topics::TopicCheck;
 
-/// Partitions whose mirroring stopped on an error that asking again cannot
-/// cure, labelled by the cluster written to.
-
 /// What happened to a submitted batch.
 pub type Outcome = Result<(), String>;
 

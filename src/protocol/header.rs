@@ -274,6 +274,16 @@ pub fn find_coordinator_groups(
     payload: &[u8],
     header: &RequestHeaderPeek,
 ) -> Result<Vec<String>, PeekError> {
+    find_coordinator_keys(payload, header, 0)
+}
+
+/// The keys of a FindCoordinator request when they are of `wanted` type
+/// (0: groups, 1: transactional ids); none otherwise. v0 asks for a group.
+fn find_coordinator_keys(
+    payload: &[u8],
+    header: &RequestHeaderPeek,
+    wanted: i8,
+) -> Result<Vec<String>, PeekError> {
     let version = header.api_version;
     let malformed = |reason| PeekError::MalformedBody {
         api: ApiKey::FindCoordinator,
@@ -295,7 +305,7 @@ pub fn find_coordinator_groups(
                 .ok_or_else(|| malformed("key runs past the frame"))?;
             keys.extend(key.map(text));
         }
-        return Ok(if key_type == 0 { keys } else { Vec::new() });
+        return Ok(if key_type == wanted { keys } else { Vec::new() });
     }
     let key = if version >= 3 {
         c.compact_nullable_string()
@@ -308,7 +318,7 @@ pub fn find_coordinator_groups(
     } else {
         0
     };
-    Ok(if key_type == 0 {
+    Ok(if key_type == wanted {
         key.map(text).into_iter().collect()
     } else {
         Vec::new()
@@ -416,44 +426,7 @@ pub fn find_coordinator_transactional_ids(
     payload: &[u8],
     header: &RequestHeaderPeek,
 ) -> Result<Vec<String>, PeekError> {
-    let version = header.api_version;
-    let malformed = |reason| PeekError::MalformedBody {
-        api: ApiKey::FindCoordinator,
-        version,
-        reason,
-    };
-    let mut c = Cursor::new(payload, header.body_offset);
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if version >= 4 {
-        let key_type = c.i8().ok_or_else(|| malformed("no key type"))?;
-        let count = c
-            .array_len(true)
-            .ok_or_else(|| malformed("key count is wrong for the frame"))?
-            .unwrap_or(0);
-        let mut keys = Vec::new();
-        for _ in 0..count {
-            let key = c
-                .compact_nullable_string()
-                .ok_or_else(|| malformed("key runs past the frame"))?;
-            keys.extend(key.map(text));
-        }
-        return Ok(if key_type == 1 { keys } else { Vec::new() });
-    }
-    if version == 0 {
-        return Ok(Vec::new());
-    }
-    let key = if version >= 3 {
-        c.compact_nullable_string()
-    } else {
-        c.nullable_string()
-    }
-    .ok_or_else(|| malformed("key runs past the frame"))?;
-    let key_type = c.i8().ok_or_else(|| malformed("no key type"))?;
-    Ok(if key_type == 1 {
-        key.map(text).into_iter().collect()
-    } else {
-        Vec::new()
-    })
+    find_coordinator_keys(payload, header, 1)
 }
 
 /// Whether an InitProducerId request asks for a fresh idempotent producer

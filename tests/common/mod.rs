@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod kafka;
+pub mod real;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -376,4 +377,25 @@ pub fn assert_acknowledged_at(
             r.offset
         );
     }
+}
+
+/// Order violations among first deliveries, per key: a key's sequence
+/// number that is not above the one delivered before it. Duplicates deliver
+/// earlier records again and are left out.
+pub fn first_deliveries_in_key_order(consumed: &[RecordRef]) -> usize {
+    let mut last: std::collections::HashMap<&str, u64> = Default::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut violations = 0;
+    for r in consumed {
+        if !seen.insert((r.key.as_str(), r.seq)) {
+            continue;
+        }
+        if let Some(&previous) = last.get(r.key.as_str()) {
+            if r.seq <= previous {
+                violations += 1;
+            }
+        }
+        last.insert(&r.key, r.seq);
+    }
+    violations
 }

@@ -1,0 +1,178 @@
+//! Checks and steps shared by the real-Kafka tests: reading a cluster
+//! straight (retried while a new leader's high watermark catches up), a
+//! group's committed offsets, admin calls that must succeed, and the
+//! integrity checks a user would run on two clusters.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::kafka::KafkaCluster;
+use super::{http_post, read_cluster, workload, RecordRef, StoredRecord};
+
+/// Every record of `topic` read straight from `cluster`, retried for up to
+/// 30 s: right after leaders moved, a new leader may answer
+/// OFFSET_NOT_AVAILABLE until its high watermark has caught up.
+pub fn read_all(
+    cluster: &KafkaCluster,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Vec<StoredRecord>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match read_cluster(&cluster.bootstrap(), topic, partitions) {
+            Ok(stored) => return stored,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading {topic} again: {e:#}");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => panic!("cannot read {topic}: {e:#}"),
+        }
+    }
+}
+
+/// Each partition's log end offset, read straight from the cluster.
+pub fn end_offsets(cluster: &KafkaCluster, topic: &str, partitions: i32) -> Vec<i64> {
+    read_all(cluster, topic, partitions)
+        .values()
+        .map(|r| r.last().map_or(0, |r| r.offset + 1))
+        .collect()
+}
+
+/// A group's committed offsets, read straight from the cluster.
+pub async fn committed_offsets(cluster: &KafkaCluster, group: &str) -> HashMap<(String, i32), i64> {
+    let client = switchyard::mirror::client::ClusterClient::new(
+        switchyard::config::ClusterName::A,
+        cluster.bootstrap().split(',').map(str::to_owned).collect(),
+        Duration::from_secs(10),
+    );
+    client.committed_offsets(group).await.unwrap_or_default()
+}
+
+/// POSTs to the admin API and returns the JSON answer, which must be a 200.
+pub async fn post_ok(admin: SocketAddr, path: &str, body: &str) -> Value {
+    let (status, json) = post(admin, path, body).await;
+    assert_eq!(status, 200, "{path}: {json:#}");
+    json
+}
+
+/// POSTs to the admin API: the status and the JSON answer.
+pub async fn post(admin: SocketAddr, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = http_post(admin, path, body).await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {text}"));
+    (status, json)
+}
+
+/// "key#seq" of a record value.
+pub fn record_id(value: &[u8]) -> String {
+    String::from_utf8_lossy(value)
+        .split('#')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("#")
+}
+
+/// Records among `wanted` that a partition holds more than once:
+/// "key#seq" at which offsets.
+pub fn stored_twice(
+    records: &[StoredRecord],
+    wanted: &HashSet<Vec<u8>>,
+) -> Vec<(String, Vec<i64>)> {
+    let mut at: HashMap<&Vec<u8>, Vec<i64>> = HashMap::new();
+    for r in records {
+        if let Some(v) = r.value.as_ref().filter(|v| wanted.contains(*v)) {
+            at.entry(v).or_default().push(r.offset);
+        }
+    }
+    let mut twice: Vec<(String, Vec<i64>)> = at
+        .into_iter()
+        .filter(|(_, offsets)| offsets.len() > 1)
+        .map(|(v, offsets)| (record_id(v), offsets))
+        .collect();
+    twice.sort();
+    twice
+}
+
+/// Each live record B holds, in B's per-partition order, must be what A
+/// holds in the same order; none twice in either; every acknowledged one
+/// in B. Returns how many live records B holds.
+pub fn assert_b_mirrors_a(
+    in_a: &BTreeMap<i32, Vec<StoredRecord>>,
+    in_b: &BTreeMap<i32, Vec<StoredRecord>>,
+    topic: &str,
+    live: &[RecordRef],
+) -> usize {
+    let live_values: HashSet<Vec<u8>> = live
+        .iter()
+        .map(|r| workload::record_value(&r.key, r.seq).into_bytes())
+        .collect();
+    let mut total = 0;
+    for (p, records_a) in in_a {
+        let empty = Vec::new();
+        let records_b = in_b.get(p).unwrap_or(&empty);
+        let values = |records: &Vec<StoredRecord>| -> Vec<Vec<u8>> {
+            records
+                .iter()
+                .filter_map(|r| r.value.clone())
+                .filter(|v| live_values.contains(v))
+                .collect()
+        };
+        let (from_a, from_b) = (values(records_a), values(records_b));
+        for (name, records) in [("A", records_a), ("B", records_b)] {
+            let twice = stored_twice(records, &live_values);
+            if twice.is_empty() {
+                continue;
+            }
+            // Where the other cluster holds them, and where the producer
+            // was told each landed.
+            let other = if name == "A" { records_b } else { records_a };
+            let elsewhere: Vec<(String, Vec<i64>)> = twice
+                .iter()
+                .map(|(id, _)| {
+                    let at = other
+                        .iter()
+                        .filter(|r| r.value.as_deref().map(record_id).as_deref() == Some(id))
+                        .map(|r| r.offset)
+                        .collect();
+                    (id.clone(), at)
+                })
+                .collect();
+            let acked: Vec<&RecordRef> = live
+                .iter()
+                .filter(|r| {
+                    twice
+                        .iter()
+                        .any(|(id, _)| *id == format!("{}#{}", r.key, r.seq))
+                })
+                .collect();
+            panic!(
+                "{topic}-{p}: {name} stores records twice: {twice:?}; the other cluster holds \
+                 them at {elsewhere:?}; acknowledged as {acked:?}"
+            );
+        }
+        assert!(
+            from_a == from_b,
+            "{topic}-{p}: A and B differ in content or order ({} live records in A, {} in B)",
+            from_a.len(),
+            from_b.len()
+        );
+        total += from_b.len();
+    }
+    let stored: HashSet<&Vec<u8>> = in_b
+        .values()
+        .flatten()
+        .filter_map(|r| r.value.as_ref())
+        .collect();
+    for r in live {
+        let value = workload::record_value(&r.key, r.seq).into_bytes();
+        assert!(
+            stored.contains(&value),
+            "{}#{} acknowledged but not in B",
+            r.key,
+            r.seq
+        );
+    }
+    total
+}
