@@ -1,15 +1,16 @@
 //! Flip benchmark: how long a flip from A to B takes under live traffic, and
 //! how long clients stall because of it.
 //!
-//! Each round starts two fresh 3-broker librdkafka mock clusters and a fresh
+//! Each round starts two fresh 3-broker librdkafka mock clusters (or uses
+//! two real brokers, see `SWITCHYARD_BENCH_KAFKA` below) and a fresh
 //! switchyard in front of them with sync mirroring A -> B, then runs paced
 //! idempotent producers (and, unless `FLIP_CONSUMER=0`, one consumer group
-//! member committing after every record) through switchyard. Once every
-//! producer has its first round acknowledged (the warm-up: connections,
-//! metadata, producer ids, the mirror's per-partition writers) and half the
-//! records are acknowledged, it flips to B in-process
-//! (`cutover::flip::run`), lets the traffic finish on B, and checks that
-//! every acknowledged record was consumed (when there is a consumer).
+//! member) through switchyard. Once every producer has its first round
+//! acknowledged (the warm-up: connections, metadata, producer ids, the
+//! mirror's per-partition writers) and half the records are acknowledged,
+//! it flips to B in-process (`cutover::flip::run`), lets the traffic finish
+//! on B, and checks that every acknowledged record was consumed (when there
+//! is a consumer).
 //!
 //! What is measured, per round:
 //! - the flip's duration and how long Produce and joins were held (the
@@ -39,9 +40,32 @@
 //! - `FLIP_BATCH` (default 20) and `FLIP_PAUSE_MS` (default 10): a producer
 //!   sends `FLIP_BATCH` records, waits for their acknowledgements, pauses
 //!   `FLIP_PAUSE_MS`, and so on.
-//! - `FLIP_CONSUMER` (default 1): 0 runs without a consumer group.
+//! - `FLIP_CONSUMER`: 0 runs without a consumer group; 1 (the default on the
+//!   mock clusters) commits asynchronously after every record; 2 (the
+//!   default on real Kafka) auto-commits every 200 ms and on revocation.
+//!   A real broker answers a connection's requests one at a time, so a
+//!   commit per record queues thousands of OffsetCommits ahead of the
+//!   member's heartbeats on its coordinator connection: on this 2-core
+//!   machine the session timed out while the group read A's history, and
+//!   the flip's group step waited its full 8 s for a revocation.
+//! - `FLIP_HISTORY` (default 0 on the mock clusters, 2500 on real Kafka):
+//!   records per partition (on average: keyed) written straight to A before
+//!   switchyard starts. The group reads and commits them through switchyard
+//!   before mirroring is turned on, so A's offsets run ahead of B's and the
+//!   flip has to translate the group's positions.
+//! - `SWITCHYARD_BENCH_KAFKA=1`: real Apache Kafka instead of the mock
+//!   clusters: two one-broker KRaft clusters of the Kafka version the
+//!   integration tests use, started once through the tests' harness
+//!   (`tests/common/kafka.rs`; needs Java and, the first time, Maven) with
+//!   the JVM options of Kafka's own start scripts (1 GiB heap, G1, full
+//!   JIT). Every round has its own topic (replication factor 1, created in
+//!   both clusters), group and switchyard.
 //! - `RUST_LOG` (default `warn,switchyard::mirror=error`): log filter
 //!   (stderr). Clients log their disconnections at the flip.
+//!
+//! Integrity is judged by content: once mirroring back (B -> A) has caught
+//! up, A holds every record of the round, and each record the group read is
+//! placed by where A stores it (with history, A's and B's offsets differ).
 
 mod common;
 
@@ -49,21 +73,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{env_or, median};
+use common::{env_or, median, Clusters, KafkaPair};
 
 use anyhow::{bail, Context as _};
 use switchyard::config::{ClusterName, MirrorMode};
 use switchyard::cutover::flip::{self, Direction, Outcome};
 use switchyard::demo::workload::{
-    self, AckLatencies, AckStalls, AckStats, Commits, ProduceSpec, RecordRef,
+    self, AckLatencies, AckStalls, AckStats, Commits, ProduceSpec, RecordRef, StoredIndex,
 };
-use switchyard::demo::{loopback_config, start_cluster, Duplicates};
+use switchyard::demo::{loopback_config, Duplicates};
+use switchyard::mirror::client::ClusterClient;
 use switchyard::Proxy;
 
-const TOPIC: &str = "flip-bench";
 const PARTITIONS: i32 = 6;
-const GROUP: &str = "flip-bench-group";
 const KEYS_PER_PRODUCER: usize = 8;
+/// Keys of the history written straight to A, spread over the partitions.
+const HISTORY_KEYS: usize = 8 * PARTITIONS as usize;
 const DEFAULT_LOG: &str = "warn,switchyard::mirror=error";
 /// Bounds on the waits for conditions.
 const JOIN_LIMIT: Duration = Duration::from_secs(30);
@@ -75,10 +100,13 @@ const FLIP_STEPS: [&str; 7] = [
 struct Settings {
     rounds: usize,
     records: usize,
+    /// Records per partition written straight to A first.
+    history: usize,
     producers: usize,
     batch: usize,
     pause: Duration,
-    consumer: bool,
+    /// How the group member commits; `None`: no consumer.
+    consumer: Option<Commits>,
 }
 
 /// One round's figures (milliseconds unless named otherwise).
@@ -92,6 +120,7 @@ struct Sample {
     recovered_ms: f64,
     acknowledged: usize,
     acknowledged_before_flip: usize,
+    history: usize,
     lost: usize,
     /// Duplicates consumed: the same record read again, and a second copy
     /// stored at another offset (a retried write that had landed; the mock
@@ -117,45 +146,92 @@ async fn wait_until(
     Ok(())
 }
 
-fn run_round(rt: &tokio::runtime::Runtime, settings: &Settings) -> anyhow::Result<Sample> {
-    // The mock clusters are not Send: they stay on this thread, and the
-    // round's async part runs here too (block_on).
-    let a = start_cluster(3, &[(TOPIC, PARTITIONS)])?;
-    let b = start_cluster(3, &[(TOPIC, PARTITIONS)])?;
+/// One round's topic and group, and where A and B are.
+struct Names {
+    topic: String,
+    group: String,
+    a: String,
+    b: String,
+}
+
+fn run_round(
+    rt: &tokio::runtime::Runtime,
+    kafka: Option<&KafkaPair>,
+    round: usize,
+    settings: &Settings,
+) -> anyhow::Result<Sample> {
+    // Mock clusters are not Send: they stay on this thread, and the round's
+    // async part runs here too (block_on).
+    let clusters = Clusters::start(kafka, 3)?;
+    let names = Names {
+        topic: format!("flip-bench-{round}"),
+        group: format!("flip-bench-group-{round}"),
+        a: clusters.a(),
+        b: clusters.b(),
+    };
+    clusters.create_topic(&names.topic, PARTITIONS)?;
     let state = tempfile::tempdir()?;
-    let config = loopback_config(
-        &a.bootstrap_servers(),
-        Some(&b.bootstrap_servers()),
-        state.path(),
-    );
+    let config = loopback_config(&names.a, Some(&names.b), state.path());
     let sample = rt.block_on(async {
+        let history = write_history(&names, settings.history * PARTITIONS as usize).await?;
         let proxy = Proxy::start(config).await?;
-        let result = traffic_and_flip(&proxy, settings).await;
+        let result = traffic_and_flip(&proxy, settings, &names, history).await;
         proxy.shutdown(Duration::from_secs(2)).await;
         result
     });
-    drop(a);
-    drop(b);
+    drop(clusters);
     sample
 }
 
-async fn traffic_and_flip(proxy: &Proxy, settings: &Settings) -> anyhow::Result<Sample> {
+/// Writes `records` keyed records straight to A (not through switchyard).
+async fn write_history(names: &Names, records: usize) -> anyhow::Result<Vec<RecordRef>> {
+    if records == 0 {
+        return Ok(Vec::new());
+    }
+    let spec = ProduceSpec {
+        keys: HISTORY_KEYS,
+        key_prefix: "history".into(),
+        batch: 2000,
+        compression: "lz4",
+        ..ProduceSpec::new(&names.topic, records)
+    };
+    let acked = workload::produce(&names.a, &spec).await?;
+    if acked.len() != records {
+        bail!("history: {} of {records} records acknowledged", acked.len());
+    }
+    Ok(acked)
+}
+
+/// Each partition's end offset after `records` were written to it.
+fn end_offsets(records: &[RecordRef]) -> std::collections::BTreeMap<i32, i64> {
+    let mut ends = std::collections::BTreeMap::new();
+    for r in records {
+        let end = ends.entry(r.partition).or_insert(0);
+        *end = (*end).max(r.offset + 1);
+    }
+    ends
+}
+
+async fn traffic_and_flip(
+    proxy: &Proxy,
+    settings: &Settings,
+    names: &Names,
+    history: Vec<RecordRef>,
+) -> anyhow::Result<Sample> {
     let shared = proxy.shared().clone();
-    shared
-        .set_mirror_mode(MirrorMode::Sync)
-        .map_err(anyhow::Error::msg)?;
     let bootstrap = proxy.bootstrap_addr().to_string();
 
     let consumed = Arc::new(AtomicUsize::new(0));
     let target = Arc::new(AtomicUsize::new(0));
-    let consumer = if settings.consumer {
+    let consumer = if let Some(commits) = settings.consumer {
         let (bootstrap, target, consumed) = (bootstrap.clone(), target.clone(), consumed.clone());
+        let (topic, group) = (names.topic.clone(), names.group.clone());
         let consumer = tokio::spawn(async move {
             workload::consume_continuously(
                 &bootstrap,
-                TOPIC,
-                GROUP,
-                Commits::EveryRecord,
+                &topic,
+                &group,
+                commits,
                 target,
                 consumed,
                 Instant::now() + TRAFFIC_LIMIT,
@@ -173,6 +249,42 @@ async fn traffic_and_flip(proxy: &Proxy, settings: &Settings) -> anyhow::Result<
     } else {
         None
     };
+    if settings.consumer.is_some() && !history.is_empty() {
+        // A committed position translates to B (the flip's readiness check)
+        // when it is A's end as mirroring starts or a mirrored record's: the
+        // group reads and commits the history before mirroring is turned on,
+        // as in tests/real_cutover.rs.
+        wait_until(TRAFFIC_LIMIT, "the group to read A's history", || {
+            consumed.load(Ordering::Relaxed) >= history.len()
+        })
+        .await?;
+        let ends = end_offsets(&history);
+        let client = ClusterClient::new(
+            ClusterName::A,
+            names.a.split(',').map(str::to_owned).collect(),
+            Duration::from_secs(10),
+        );
+        let deadline = Instant::now() + TRAFFIC_LIMIT;
+        loop {
+            let committed = client
+                .committed_offsets(&names.group)
+                .await
+                .unwrap_or_default();
+            if ends
+                .iter()
+                .all(|(&p, end)| committed.get(&(names.topic.clone(), p)) == Some(end))
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("the group did not commit A's history: {committed:?}, ends {ends:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    shared
+        .set_mirror_mode(MirrorMode::Sync)
+        .map_err(anyhow::Error::msg)?;
 
     let latencies: Vec<Arc<AckLatencies>> = (0..settings.producers)
         .map(|_| Arc::new(AckLatencies::default()))
@@ -197,7 +309,7 @@ async fn traffic_and_flip(proxy: &Proxy, settings: &Settings) -> anyhow::Result<
                 pause: settings.pause,
                 progress: Some(progress.clone()),
                 latency: Some(latency.clone()),
-                ..ProduceSpec::new(TOPIC, share)
+                ..ProduceSpec::new(&names.topic, share)
             }
             .set("client.id", &prefix);
             let bootstrap = bootstrap.clone();
@@ -215,7 +327,7 @@ async fn traffic_and_flip(proxy: &Proxy, settings: &Settings) -> anyhow::Result<
     let steady = Instant::now();
     wait_until(TRAFFIC_LIMIT, "half the records to be acknowledged", || {
         produced() >= settings.records / 2
-            && (!settings.consumer || consumed.load(Ordering::Relaxed) > 0)
+            && (settings.consumer.is_none() || consumed.load(Ordering::Relaxed) > history.len())
     })
     .await?;
     let acknowledged_before_flip = produced();
@@ -237,13 +349,24 @@ async fn traffic_and_flip(proxy: &Proxy, settings: &Settings) -> anyhow::Result<
     for producer in producers {
         acked.extend(producer.await.context("producer task")??);
     }
-    target.store(acked.len(), Ordering::Release);
+    target.store(history.len() + acked.len(), Ordering::Release);
     let integrity = match consumer {
         Some(consumer) => {
             let consumed = consumer.await.context("consumer task")??;
+            wait_until(TRAFFIC_LIMIT, "mirroring back to A to catch up", || {
+                shared.mirror().is_none_or(|m| m.lag_records() == 0)
+            })
+            .await?;
+            let (a, topic) = (names.a.clone(), names.topic.clone());
+            let in_a =
+                tokio::task::spawn_blocking(move || workload::read_cluster(&a, &topic, PARTITIONS))
+                    .await??;
+            let stored = StoredIndex::of(&in_a);
+            let mut all = history.clone();
+            all.extend(acked.iter().cloned());
             Some((
-                workload::check(&acked, &consumed),
-                Duplicates::of(&consumed),
+                workload::check_against(&all, &consumed, &stored),
+                Duplicates::by_stored_copies(&consumed, &stored),
             ))
         }
         None => None,
@@ -268,6 +391,7 @@ async fn traffic_and_flip(proxy: &Proxy, settings: &Settings) -> anyhow::Result<
         recovered_ms: (recovered - flip_ended).as_secs_f64() * 1000.0,
         acknowledged: acked.len(),
         acknowledged_before_flip,
+        history: history.len(),
         lost: integrity.as_ref().map_or(0, |(i, _)| i.lost),
         read_again: integrity.as_ref().map_or(0, |(_, d)| d.read_again),
         stored_twice: integrity.as_ref().map_or(0, |(_, d)| d.stored_twice),
@@ -278,6 +402,14 @@ async fn traffic_and_flip(proxy: &Proxy, settings: &Settings) -> anyhow::Result<
 /// Summary row: name, and how to read it from a round's sample.
 type Row = (&'static str, fn(&Sample) -> f64);
 
+fn consumer_label(consumer: Option<Commits>) -> &'static str {
+    match consumer {
+        Some(Commits::EveryRecord) => "one consumer group member committing every record",
+        Some(Commits::Auto) => "one consumer group member auto-committing every 200 ms",
+        None => "no consumer",
+    }
+}
+
 fn stats_line(s: &AckStats) -> String {
     format!(
         "p99 {:.0} ms, max {:.0} ms ({} records)",
@@ -287,13 +419,20 @@ fn stats_line(s: &AckStats) -> String {
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing here takes arguments.
+    let real_kafka = common::real_kafka();
     let settings = Settings {
         rounds: env_or("FLIP_ROUNDS", 3usize).max(1),
         records: env_or("FLIP_RECORDS", 12_000usize),
+        history: env_or("FLIP_HISTORY", if real_kafka { 2500usize } else { 0 }),
         producers: env_or("FLIP_PRODUCERS", 2usize).max(1),
         batch: env_or("FLIP_BATCH", 20usize).max(1),
         pause: Duration::from_millis(env_or("FLIP_PAUSE_MS", 10u64)),
-        consumer: env_or("FLIP_CONSUMER", 1u8) != 0,
+        consumer: match env_or("FLIP_CONSUMER", if real_kafka { 2u8 } else { 1 }) {
+            0 => None,
+            1 => Some(Commits::EveryRecord),
+            2 => Some(Commits::Auto),
+            other => bail!("FLIP_CONSUMER={other}: 0, 1 or 2"),
+        },
     };
     if settings.records < 4 * settings.batch * settings.producers {
         bail!(
@@ -313,30 +452,34 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
+    let kafka = real_kafka
+        .then(KafkaPair::start)
+        .transpose()
+        .context("starting the Kafka clusters")?;
+    let clusters = Clusters::describe(kafka.as_ref(), 3);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
         "switchyard flip: {} round(s), {} records per round from {} idempotent producer(s) \
-         ({}-record rounds, {} ms apart), {}, sync mirroring, two 3-broker mock clusters, \
-         {cpus} CPU(s)",
+         ({}-record rounds, {} ms apart), {}, sync mirroring, {clusters}, {} history records \
+         per partition in A, {cpus} CPU(s)",
         settings.rounds,
         settings.records,
         settings.producers,
         settings.batch,
         settings.pause.as_millis(),
-        if settings.consumer {
-            "one consumer group member committing every record"
-        } else {
-            "no consumer"
-        },
+        consumer_label(settings.consumer),
+        settings.history,
     );
     let started = Instant::now();
     let mut samples = Vec::new();
     for round in 0..settings.rounds {
-        let s = run_round(&rt, &settings).with_context(|| format!("round {round}"))?;
+        let s = run_round(&rt, kafka.as_ref(), round, &settings)
+            .with_context(|| format!("round {round}"))?;
         eprintln!(
             "  round {round}: flip {:.0} ms (held {:.0} ms), steps {}; acks in the flip {}; \
-             outside {}; producers recovered {:.0} ms after the flip; {} acknowledged ({} before the flip), \
-             lost {}, duplicates {} read again + {} stored twice, order violations {}",
+             outside {}; producers recovered {:.0} ms after the flip; {} acknowledged ({} before the flip) \
+             after {} history records, lost {}, duplicates {} read again + {} stored twice, order \
+             violations {}",
             s.flip_ms,
             s.fenced_ms,
             FLIP_STEPS
@@ -350,6 +493,7 @@ fn main() -> anyhow::Result<()> {
             s.recovered_ms,
             s.acknowledged,
             s.acknowledged_before_flip,
+            s.history,
             s.lost,
             s.read_again,
             s.stored_twice,
@@ -373,15 +517,16 @@ fn main() -> anyhow::Result<()> {
     ];
     println!();
     println!(
+        "{clusters}, {cpus} CPU(s) shared by brokers, clients and switchyard; {} history records \
+         per partition in A",
+        settings.history
+    );
+    println!(
         "median of {} round(s); {} records per round, {} producer(s), {}",
         settings.rounds,
         settings.records,
         settings.producers,
-        if settings.consumer {
-            "one consumer group member"
-        } else {
-            "no consumer"
-        }
+        consumer_label(settings.consumer)
     );
     for (name, get) in rows {
         let per_round: Vec<String> = samples.iter().map(|s| format!("{:.0}", get(s))).collect();
@@ -402,7 +547,7 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     println!("{:<30}{}", "flip steps ms (median)", steps.join(", "));
-    if settings.consumer {
+    if settings.consumer.is_some() {
         let lost: usize = samples.iter().map(|s| s.lost).sum();
         let reordered: usize = samples.iter().map(|s| s.order_violations).sum();
         let duplicates: Vec<String> = samples

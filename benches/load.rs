@@ -18,6 +18,9 @@
 //!   proxy's tokio runtime.
 //! - `RUST_LOG` (default `warn`, mirror retries left out): switchyard's log
 //!   filter (stderr).
+//! - `SWITCHYARD_BENCH_KAFKA=1`: real Apache Kafka instead of the mock
+//!   clusters (see below); `LOAD_RECORDS` then defaults to 100000 and
+//!   `LOAD_WARMUP_ROUNDS` (default 1) rounds run first and are not counted.
 //!
 //! Each round measures, for every path (order rotated every round):
 //! 1. produce throughput: `ThreadedProducer`, linger.ms=5, batch.size=1000000,
@@ -79,6 +82,17 @@
 //! machine, so single rounds are noisy; `LOAD_RECORDS=1000000` (≈ 2 GB of
 //! mock-broker memory per path) gives steadier figures, especially for
 //! consume, where the proxy's cost grows with the size of Fetch responses.
+//!
+//! Real Kafka (`SWITCHYARD_BENCH_KAFKA=1`). A and B are one-broker KRaft
+//! clusters of the Kafka version the integration tests use, started once
+//! through the tests' harness (`tests/common/kafka.rs`, jars cached in
+//! `~/.cache/switchyard`; needs Java and, the first time, Maven) with the
+//! JVM options of Kafka's own start scripts (1 GiB heap, G1, full JIT).
+//! Every round uses topics of its own (replication factor 1, created in
+//! both clusters), and one topic per path holds a whole produce run: a real
+//! broker keeps what it is given. The warm-up rounds let the brokers' JIT
+//! compile the produce and fetch paths before anything is counted. The
+//! brokers' logs are on the same disk as the async journal.
 
 mod common;
 
@@ -86,7 +100,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{env_or, median};
+use common::{env_or, median, Clusters, KafkaPair};
 
 use anyhow::{bail, Context as _};
 use rdkafka::config::ClientConfig;
@@ -96,15 +110,16 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard::config::MirrorMode;
-use switchyard::demo::{loopback_config, start_cluster, Cluster};
+use switchyard::demo::loopback_config;
 use switchyard::Proxy;
 
-const BROKERS: i32 = 3;
+/// Brokers per mock cluster (a real cluster has one).
+const MOCK_BROKERS: i32 = 3;
 const PARTITIONS: i32 = 6;
 const RECORD_BYTES: usize = 1024;
-/// Per partition per topic; see the sizing note above.
+/// Per partition per mock topic; see the sizing note above.
 const RECORDS_PER_PARTITION: usize = 4000;
-const RECORDS_PER_TOPIC: usize = RECORDS_PER_PARTITION * PARTITIONS as usize;
+const MOCK_RECORDS_PER_TOPIC: usize = RECORDS_PER_PARTITION * PARTITIONS as usize;
 const LATENCY_RATE: u64 = 2000;
 /// Log filter unless `RUST_LOG` is set. The mirror's retry warnings are
 /// left out: the first write to each partition of a topic B's client has
@@ -362,6 +377,7 @@ fn produce_throughput(
     warm_topic: &str,
     topics: &[String],
     records: usize,
+    records_per_topic: usize,
     ready: &mut dyn FnMut(),
 ) -> anyhow::Result<Rate> {
     let payload = vec![b'x'; RECORD_BYTES];
@@ -376,7 +392,7 @@ fn produce_throughput(
     ready();
     let started = Instant::now();
     for i in 0..records {
-        let topic = &topics[i / RECORDS_PER_TOPIC];
+        let topic = &topics[i / records_per_topic];
         let record = BaseRecord::to(topic)
             .partition((i % PARTITIONS as usize) as i32)
             .payload(&payload[..]);
@@ -712,18 +728,25 @@ impl FsyncWatch {
 
 // ------------------------------------------------------------------- rounds
 
-struct Round {
-    a: Cluster,
-    b: Cluster,
+/// Records one produce topic takes (see the sizing note above).
+fn records_per_topic(clusters: &Clusters<'_>) -> usize {
+    match clusters {
+        Clusters::Mock { .. } => MOCK_RECORDS_PER_TOPIC,
+        Clusters::Kafka(_) => usize::MAX,
+    }
+}
+
+struct Round<'k> {
+    clusters: Clusters<'k>,
     proxy: Proxy,
     _state: tempfile::TempDir,
     catch_up_limit: Duration,
 }
 
-impl Round {
+impl Round<'_> {
     fn bootstrap(&self, path: Path) -> String {
         match path {
-            Path::Direct => self.a.bootstrap_servers(),
+            Path::Direct => self.clusters.a(),
             _ => self.proxy.bootstrap_addr().to_string(),
         }
     }
@@ -807,15 +830,16 @@ struct Topics {
 }
 
 impl Topics {
-    fn new(path: Path, records: usize) -> Topics {
+    /// Names carry the round: real clusters serve every round.
+    fn new(round: usize, path: Path, records: usize, records_per_topic: usize) -> Topics {
         let p = path.label();
         Topics {
-            load: (0..records.div_ceil(RECORDS_PER_TOPIC))
-                .map(|t| format!("load-{p}-{t}"))
+            load: (0..records.div_ceil(records_per_topic))
+                .map(|t| format!("r{round}-load-{p}-{t}"))
                 .collect(),
-            warm: format!("warm-{p}"),
-            latency: format!("latency-{p}"),
-            latency_warm: format!("latency-warm-{p}"),
+            warm: format!("r{round}-warm-{p}"),
+            latency: format!("r{round}-latency-{p}"),
+            latency_warm: format!("r{round}-latency-warm-{p}"),
         }
     }
 
@@ -847,6 +871,7 @@ impl Volumes {
 
 fn run_round(
     rt: &tokio::runtime::Runtime,
+    kafka: Option<&KafkaPair>,
     round: usize,
     volumes: &Volumes,
     latency_secs: u64,
@@ -857,30 +882,24 @@ fn run_round(
     let order: Vec<Path> = (0..PATHS.len())
         .map(|i| PATHS[(i + round) % PATHS.len()])
         .collect();
+    let clusters = Clusters::start(kafka, MOCK_BROKERS)?;
+    let per_topic = records_per_topic(&clusters);
     let topics: Vec<Topics> = PATHS
         .iter()
-        .map(|&path| Topics::new(path, volumes.of(path)))
+        .map(|&path| Topics::new(round, path, volumes.of(path), per_topic))
         .collect();
     let topics_of = |path: Path| &topics[path.index()];
 
-    let a = start_cluster(BROKERS, &[])?;
-    let b = start_cluster(BROKERS, &[])?;
     for t in &topics {
         for topic in t.all() {
-            a.create_topic(&topic, PARTITIONS, BROKERS)?;
-            b.create_topic(&topic, PARTITIONS, BROKERS)?;
+            clusters.create_topic(&topic, PARTITIONS)?;
         }
     }
     let state = tempfile::tempdir()?;
-    let config = loopback_config(
-        &a.bootstrap_servers(),
-        Some(&b.bootstrap_servers()),
-        state.path(),
-    );
+    let config = loopback_config(&clusters.a(), Some(&clusters.b()), state.path());
     let proxy = rt.block_on(Proxy::start(config))?;
     let env = Round {
-        a,
-        b,
+        clusters,
         proxy,
         _state: state,
         catch_up_limit,
@@ -904,6 +923,7 @@ fn run_round(
             &t.warm,
             &t.load,
             volumes.of(path),
+            per_topic,
             &mut || ready = env.ready(path, &all),
         )
         .with_context(|| format!("produce throughput, {p}"))?;
@@ -999,8 +1019,7 @@ fn run_round(
     for path in PATHS.into_iter().filter(|p| p.mirrored()) {
         let p = path.label();
         let all = topics_of(path).all();
-        let mismatches =
-            watermark_mismatches(&env.a.bootstrap_servers(), &env.b.bootstrap_servers(), &all)?;
+        let mismatches = watermark_mismatches(&env.clusters.a(), &env.clusters.b(), &all)?;
         if mismatches.is_empty() {
             eprintln!(
                 "  round {round} {p:>12}: B's high watermarks equal A's on all {} partitions",
@@ -1028,10 +1047,11 @@ fn run_round(
         }
     }
 
-    let Round { a, b, proxy, .. } = env;
+    let Round {
+        clusters, proxy, ..
+    } = env;
     rt.block_on(proxy.shutdown(Duration::from_secs(2)));
-    drop(a);
-    drop(b);
+    drop(clusters);
     Ok(samples)
 }
 
@@ -1049,9 +1069,11 @@ fn cell(value: f64, decimals: usize, width: usize) -> String {
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing here takes arguments.
-    let records: usize = env_or("LOAD_RECORDS", 200_000);
+    let real_kafka = common::real_kafka();
+    let records: usize = env_or("LOAD_RECORDS", if real_kafka { 100_000 } else { 200_000 });
     let mirror_records: usize = env_or("LOAD_MIRROR_RECORDS", records);
     let rounds: usize = env_or("LOAD_ROUNDS", 3).max(1);
+    let warm_up_rounds: usize = env_or("LOAD_WARMUP_ROUNDS", usize::from(real_kafka));
     let latency_secs: u64 = env_or("LOAD_LATENCY_SECS", 5).max(1);
     let catch_up_secs: u64 = env_or("LOAD_CATCH_UP_SECS", 60);
     let proxy_threads: usize = env_or("LOAD_PROXY_THREADS", 0);
@@ -1076,11 +1098,17 @@ fn main() -> anyhow::Result<()> {
     }
     let rt = builder.enable_all().build()?;
 
+    let kafka = real_kafka
+        .then(KafkaPair::start)
+        .transpose()
+        .context("starting the Kafka clusters")?;
+    let clusters = Clusters::describe(kafka.as_ref(), MOCK_BROKERS);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
         "switchyard load: {records} records ({mirror_records} when mirroring) x {RECORD_BYTES} B \
-         per produce run, {PARTITIONS} partitions per topic, two {BROKERS}-broker mock clusters, \
-         {rounds} round(s), latency {LATENCY_RATE} rec/s for {latency_secs} s, {cpus} CPU(s)"
+         per produce run, {PARTITIONS} partitions per topic, {clusters}, {rounds} round(s) after \
+         {warm_up_rounds} warm-up round(s), latency {LATENCY_RATE} rec/s for {latency_secs} s, \
+         {cpus} CPU(s)"
     );
     let (f50, f90, f99) = percentiles(&fsync_samples(
         200,
@@ -1098,9 +1126,13 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut samples: Vec<[Sample; 4]> = Vec::new();
     let mut notes = Vec::new();
-    for round in 0..rounds {
+    for round in 0..warm_up_rounds + rounds {
+        if round < warm_up_rounds {
+            eprintln!("round {round} warms up the brokers; its figures are not counted");
+        }
         let s = run_round(
             &rt,
+            kafka.as_ref(),
             round,
             &volumes,
             latency_secs,
@@ -1108,7 +1140,9 @@ fn main() -> anyhow::Result<()> {
             &mut notes,
         )
         .with_context(|| format!("round {round}"))?;
-        samples.push(s);
+        if round >= warm_up_rounds {
+            samples.push(s);
+        }
     }
     let elapsed = started.elapsed();
 
@@ -1139,6 +1173,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     println!();
+    println!("{clusters}, {cpus} CPU(s) shared by brokers, clients and switchyard");
     println!(
         "median of {rounds} round(s); proxy = switchyard passthrough (mirror off); \
          mirror-* = switchyard mirroring to cluster B"
@@ -1218,9 +1253,11 @@ fn main() -> anyhow::Result<()> {
         fsync_rounds(|s| s.fsync_latency),
     );
     println!();
-    println!("reference (spec): a plain TCP relay (haproxy, tcp mode) on this 2-core machine");
-    println!("reached 0.64x direct on produce, 0.75x on consume, and about 2x direct p50.");
-    println!();
+    if kafka.is_none() {
+        println!("reference (spec): a plain TCP relay (haproxy, tcp mode) on this 2-core machine");
+        println!("reached 0.64x direct on produce, 0.75x on consume, and about 2x direct p50.");
+        println!();
+    }
     if notes.is_empty() {
         println!("mirror checks: no lag left, no retries or errors, B equals A on every partition");
     } else {

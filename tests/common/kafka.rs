@@ -148,6 +148,32 @@ fn new_cluster_id() -> String {
     }
 }
 
+/// JVM options of test brokers: a small heap and the C1 compiler only,
+/// which starts fastest and is enough for functional tests.
+pub const TEST_JVM_OPTIONS: &[&str] = &[
+    "-Xms64m",
+    "-Xmx384m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+];
+
+/// JVM options Kafka's own start scripts give a broker
+/// (`kafka-server-start.sh`'s heap, `kafka-run-class.sh`'s
+/// `KAFKA_JVM_PERFORMANCE_OPTS`): full JIT and G1, for measurements.
+pub const KAFKA_SCRIPT_JVM_OPTIONS: &[&str] = &[
+    "-Xmx1G",
+    "-Xms1G",
+    "-server",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+    "-Djava.awt.headless=true",
+];
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -155,6 +181,8 @@ pub struct ClusterSpec {
     pub version: &'static str,
     /// Extra broker settings, applied after the defaults.
     pub settings: Vec<(String, String)>,
+    /// Options of the brokers' JVMs (not of the one-shot storage tool).
+    pub jvm_options: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -163,7 +191,14 @@ impl ClusterSpec {
             brokers,
             version: KAFKA_4,
             settings: Vec::new(),
+            jvm_options: TEST_JVM_OPTIONS.iter().map(|&o| o.to_owned()).collect(),
         }
+    }
+
+    /// Replaces the brokers' JVM options.
+    pub fn jvm_options(mut self, options: &[&str]) -> ClusterSpec {
+        self.jvm_options = options.iter().map(|&o| o.to_owned()).collect();
+        self
     }
 
     pub fn version(mut self, version: &'static str) -> ClusterSpec {
@@ -190,19 +225,13 @@ pub struct KafkaCluster {
     pub version: &'static str,
     dir: PathBuf,
     libs: PathBuf,
+    jvm_options: Vec<String>,
     brokers: Vec<Broker>,
 }
 
-fn java() -> Command {
+fn java<S: AsRef<std::ffi::OsStr>>(options: &[S]) -> Command {
     let mut command = Command::new("java");
-    command.args([
-        "-Xms64m",
-        "-Xmx384m",
-        "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1",
-        "-XX:-UsePerfData",
-        "-Djava.awt.headless=true",
-    ]);
+    command.args(options);
     command
 }
 
@@ -316,7 +345,7 @@ impl KafkaCluster {
             let log = dir.join(format!("broker-{node_id}.log"));
             let format_log = std::fs::File::create(dir.join(format!("format-{node_id}.log")))?;
             formats.push(
-                java()
+                java(TEST_JVM_OPTIONS)
                     .arg("-cp")
                     .arg(classpath(&libs, None))
                     .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
@@ -347,6 +376,7 @@ impl KafkaCluster {
             version: spec.version,
             dir,
             libs,
+            jvm_options: spec.jvm_options,
             brokers,
         };
         for i in 0..cluster.brokers.len() {
@@ -363,7 +393,7 @@ impl KafkaCluster {
             .create(true)
             .append(true)
             .open(&broker.log)?;
-        let child = java()
+        let child = java(&self.jvm_options)
             .arg(format!("-Dkafka.logs.dir={}", self.dir.display()))
             .arg("-cp")
             .arg(cp)
