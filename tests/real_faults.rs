@@ -4,52 +4,18 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::kafka::{ClusterSpec, KafkaCluster};
-use common::real::post;
+use common::real::{assert_b_mirrors_a, post, read_all};
 use common::*;
 
 const PARTITIONS: i32 = 3;
 
-/// Every acknowledged record is in both clusters exactly once, and B holds
-/// A's records in A's per-partition order.
-fn assert_both_hold_once(a: &KafkaCluster, b: &KafkaCluster, topic: &str, acked: &[RecordRef]) {
-    let in_a = read_cluster(&a.bootstrap(), topic, PARTITIONS).unwrap();
-    let in_b = read_cluster(&b.bootstrap(), topic, PARTITIONS).unwrap();
-    for p in 0..PARTITIONS {
-        let values = |records: &Vec<StoredRecord>| -> Vec<Vec<u8>> {
-            records.iter().filter_map(|r| r.value.clone()).collect()
-        };
-        let (from_a, from_b) = (values(&in_a[&p]), values(&in_b[&p]));
-        assert_eq!(
-            from_a.iter().collect::<HashSet<_>>().len(),
-            from_a.len(),
-            "{topic}-{p}: A stores a record twice"
-        );
-        assert!(from_a == from_b, "{topic}-{p}: B differs from A");
-    }
-    let stored: HashSet<Vec<u8>> = in_b
-        .values()
-        .flatten()
-        .filter_map(|r| r.value.clone())
-        .collect();
-    for r in acked {
-        let value = workload::record_value(&r.key, r.seq).into_bytes();
-        assert!(
-            stored.contains(&value),
-            "{}#{} acknowledged, not stored",
-            r.key,
-            r.seq
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_of_a_killed_while_mirroring_loses_and_duplicates_nothing() {
+async fn a_broker_of_a_killed_while_mirroring_loses_nothing_and_b_holds_what_a_holds() {
     let (mut a, b) = {
         let a = std::thread::spawn(|| KafkaCluster::start(ClusterSpec::new(3)));
         let b = KafkaCluster::start(ClusterSpec::new(1)).unwrap();
@@ -105,7 +71,17 @@ async fn a_broker_of_a_killed_while_mirroring_loses_and_duplicates_nothing() {
     }
     assert_eq!(acked.len(), 6000, "every record acknowledged");
     wait_for_mirror_lag_zero(admin).await;
-    assert_both_hold_once(&a, &b, topic, &acked);
+    // k2 is not idempotent: a batch whose answer died with the leader is
+    // written again by its client, and B holds what A holds.
+    let mirrored = assert_b_mirrors_a(
+        &read_all(&a, topic, PARTITIONS),
+        &read_all(&b, topic, PARTITIONS),
+        topic,
+        &acked,
+        |key| key.starts_with("k2-"),
+    );
+    eprintln!("{mirrored:?}");
+    assert_eq!(mirrored.distinct, acked.len());
     harness.stop().await;
 }
 
@@ -195,6 +171,13 @@ async fn b_away_refuses_the_flip_and_a_restart_after_a_flip_stays_on_b() {
     }
     let mut all = first;
     all.extend(more);
-    assert_both_hold_once(&a, &b, topic, &all);
+    let mirrored = assert_b_mirrors_a(
+        &read_all(&a, topic, PARTITIONS),
+        &read_all(&b, topic, PARTITIONS),
+        topic,
+        &all,
+        |_| false,
+    );
+    assert_eq!(mirrored.distinct, all.len());
     proxy.shutdown(Duration::from_secs(5)).await;
 }
