@@ -36,7 +36,7 @@ use common::clients::{
     consume_args, note, produce_args, Client, Driver, Events, Logs, Seen, Stopped,
 };
 use common::kafka::{ClusterSpec, KafkaCluster};
-use common::real::{assert_b_mirrors_a, committed_offsets, post_ok as post};
+use common::real::{assert_b_mirrors_a, post_ok as post, wait_for_commits};
 use common::*;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -402,17 +402,7 @@ async fn wait_for_history(a: &KafkaCluster, topic: &Topic, readers: &[(&Driver, 
     )
     .await;
     for (_, group) in readers {
-        wait_until(
-            Duration::from_secs(60),
-            &format!("group {group} to commit A's history"),
-            || async move {
-                let committed = committed_offsets(a, group).await;
-                (0..PARTITIONS).all(|p| {
-                    committed.get(&(topic.name.clone(), p)) == Some(&topic.history_end[p as usize])
-                })
-            },
-        )
-        .await;
+        wait_for_commits(a, group, &topic.name, &topic.history_end).await;
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::kafka::{metadata, ClusterSpec, KafkaCluster, KAFKA_3};
-use common::real::{assert_b_mirrors_a, committed_offsets, post_ok as post, read_all};
+use common::real::{assert_b_mirrors_a, post_ok as post, read_all};
 use common::*;
 use switchyard::demo::workload::{consume_continuously, Commits};
 
@@ -106,19 +106,7 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
     // ...and has committed it, so its position translates once mirroring
     // starts.
     let ends = common::real::end_offsets(a, topic, PARTITIONS);
-    wait_until(
-        Duration::from_secs(90),
-        "the group to commit A's history",
-        || {
-            let ends = ends.clone();
-            async move {
-                let committed = committed_offsets(a, group).await;
-                (0..PARTITIONS)
-                    .all(|p| committed.get(&(topic.to_owned(), p)) == Some(&ends[p as usize]))
-            }
-        },
-    )
-    .await;
+    common::real::wait_for_commits(a, group, topic, &ends).await;
 
     post(admin, "/mirror", r#"{"mode":"sync"}"#).await;
 
@@ -334,19 +322,7 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
         member(vec![cooperative]),
     ];
     let ends = common::real::end_offsets(a, topic, PARTITIONS);
-    wait_until(
-        Duration::from_secs(90),
-        "the group to commit A's history",
-        || {
-            let ends = ends.clone();
-            async move {
-                let committed = committed_offsets(a, group).await;
-                (0..PARTITIONS)
-                    .all(|p| committed.get(&(topic.to_owned(), p)) == Some(&ends[p as usize]))
-            }
-        },
-    )
-    .await;
+    common::real::wait_for_commits(a, group, topic, &ends).await;
     post(admin, "/mirror", r#"{"mode":"sync"}"#).await;
 
     let produced = Arc::new(AtomicUsize::new(0));

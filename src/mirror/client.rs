@@ -306,6 +306,15 @@ pub struct ClusterClient {
 }
 
 impl ClusterClient {
+    /// A broker's answer (or the lack of one) that the caller cannot use.
+    fn broker_error(&self, addr: &str, reason: String) -> ClientError {
+        ClientError::Broker {
+            cluster: self.cluster,
+            addr: addr.to_owned(),
+            reason,
+        }
+    }
+
     pub fn new(cluster: ClusterName, bootstrap: Vec<String>, timeout: Duration) -> ClusterClient {
         ClusterClient {
             cluster,
@@ -379,11 +388,7 @@ impl ClusterClient {
         let mut buf = payload;
         let decoded = ResponseHeader::decode(&mut buf, Resp::header_version(version))
             .and_then(|_| Resp::decode(&mut buf, version));
-        decoded.map_err(|e| ClientError::Broker {
-            cluster: self.cluster,
-            addr: addr.to_owned(),
-            reason: format!("undecodable {api:?} answer: {e}"),
-        })
+        decoded.map_err(|e| self.broker_error(addr, format!("undecodable {api:?} answer: {e}")))
     }
 
     /// Refreshes leaders and partition counts for `topics`.
@@ -516,14 +521,13 @@ impl ClusterClient {
             )
             .await?;
         if response.error_code != crate::protocol::errors::NONE {
-            return Err(ClientError::Broker {
-                cluster: self.cluster,
-                addr: String::new(),
-                reason: format!(
+            return Err(self.broker_error(
+                "",
+                format!(
                     "ApiVersions failed with {}",
                     crate::protocol::errors::describe(response.error_code)
                 ),
-            });
+            ));
         }
         let versions: Arc<ApiVersionRanges> = Arc::new(
             response
@@ -582,15 +586,14 @@ impl ClusterClient {
             // NOT_COORDINATOR until its producer id manager is ready.
             if errors::is_coordinator_moving(code) {
                 if tokio::time::Instant::now() + backoff > deadline {
-                    return Err(ClientError::Broker {
-                        cluster: self.cluster,
-                        addr: String::new(),
-                        reason: format!(
+                    return Err(self.broker_error(
+                        "",
+                        format!(
                             "InitProducerId (an idempotent producer id for switchyard's own \
                              writes) kept failing with {}",
                             errors::describe(code)
                         ),
-                    });
+                    ));
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -641,10 +644,8 @@ impl ClusterClient {
             .iter()
             .flat_map(|t| t.partitions.iter())
             .find(|p| p.partition_index == partition)
-            .ok_or_else(|| ClientError::Broker {
-                cluster: self.cluster,
-                addr: addr.clone(),
-                reason: format!("Fetch answer lacks {topic}-{partition}"),
+            .ok_or_else(|| {
+                self.broker_error(&addr, format!("Fetch answer lacks {topic}-{partition}"))
             })?;
         Ok(Fetched {
             error_code: data.error_code,
@@ -762,11 +763,10 @@ impl ClusterClient {
             .get(&(ApiKey::DescribeConfigs as i16))
             .is_some_and(|&(min, max)| (min..=max).contains(&DESCRIBE_CONFIGS_VERSION));
         if !offered {
-            return Err(ClientError::Broker {
-                cluster: self.cluster,
-                addr: String::new(),
-                reason: format!("DescribeConfigs v{DESCRIBE_CONFIGS_VERSION} is not offered"),
-            });
+            return Err(self.broker_error(
+                "",
+                format!("DescribeConfigs v{DESCRIBE_CONFIGS_VERSION} is not offered"),
+            ));
         }
         let request = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
@@ -778,17 +778,14 @@ impl ClusterClient {
             .call_any(ApiKey::DescribeConfigs, DESCRIBE_CONFIGS_VERSION, &request)
             .await?;
         let Some(result) = response.results.first() else {
-            return Err(ClientError::Broker {
-                cluster: self.cluster,
-                addr: String::new(),
-                reason: format!("DescribeConfigs answer lacks topic {topic}"),
-            });
+            return Err(
+                self.broker_error("", format!("DescribeConfigs answer lacks topic {topic}"))
+            );
         };
         if result.error_code != crate::protocol::errors::NONE {
-            return Err(ClientError::Broker {
-                cluster: self.cluster,
-                addr: String::new(),
-                reason: format!(
+            return Err(self.broker_error(
+                "",
+                format!(
                     "DescribeConfigs for topic {topic}: {}{}",
                     crate::protocol::errors::describe(result.error_code),
                     result
@@ -797,7 +794,7 @@ impl ClusterClient {
                         .map(|m| format!(" ({m})"))
                         .unwrap_or_default()
                 ),
-            });
+            ));
         }
         Ok(result
             .configs
@@ -839,10 +836,8 @@ impl ClusterClient {
             .iter()
             .flat_map(|t| t.partition_responses.iter())
             .find(|p| p.index == partition)
-            .ok_or_else(|| ClientError::Broker {
-                cluster: self.cluster,
-                addr: addr.clone(),
-                reason: format!("Produce answer lacks {topic}-{partition}"),
+            .ok_or_else(|| {
+                self.broker_error(&addr, format!("Produce answer lacks {topic}-{partition}"))
             })?;
         Ok((answer.error_code, answer.base_offset))
     }
@@ -959,14 +954,13 @@ impl ClusterClient {
             if !errors::is_coordinator_moving(code)
                 || tokio::time::Instant::now() + backoff > deadline
             {
-                return Err(ClientError::Broker {
-                    cluster: self.cluster,
-                    addr: String::new(),
-                    reason: format!(
+                return Err(self.broker_error(
+                    "",
+                    format!(
                         "no coordinator for group {group}: {}",
                         errors::describe(code)
                     ),
-                });
+                ));
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::kafka::KafkaCluster;
-use super::{http_post, read_cluster, workload, RecordRef, StoredRecord};
+use super::{http_post, read_cluster, wait_until, workload, RecordRef, StoredRecord};
 
 /// Every record of `topic` read straight from `cluster`, retried for up to
 /// 30 s: right after leaders moved, a new leader may answer
@@ -49,6 +49,22 @@ pub async fn committed_offsets(cluster: &KafkaCluster, group: &str) -> HashMap<(
         Duration::from_secs(10),
     );
     client.committed_offsets(group).await.unwrap_or_default()
+}
+
+/// Waits (bounded) until `group` has committed `ends` (one offset per
+/// partition of `topic`) in `cluster`.
+pub async fn wait_for_commits(cluster: &KafkaCluster, group: &str, topic: &str, ends: &[i64]) {
+    wait_until(
+        Duration::from_secs(90),
+        &format!("group {group} to commit {topic} up to {ends:?}"),
+        || async move {
+            let committed = committed_offsets(cluster, group).await;
+            ends.iter()
+                .enumerate()
+                .all(|(p, end)| committed.get(&(topic.to_owned(), p as i32)) == Some(end))
+        },
+    )
+    .await;
 }
 
 /// POSTs to the admin API and returns the JSON answer, which must be a 200.
