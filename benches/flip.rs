@@ -453,7 +453,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
 
     let kafka = real_kafka
-        .then(KafkaPair::start)
+        .then(|| KafkaPair::start(None))
         .transpose()
         .context("starting the Kafka clusters")?;
     let clusters = Clusters::describe(kafka.as_ref(), 3);

@@ -1,5 +1,7 @@
 //! Load comparison: the same rdkafka workload against a 3-broker librdkafka
-//! MockCluster, directly, through switchyard as a plain passthrough, and
+//! MockCluster, directly, through a plain TCP relay (real Kafka only: the
+//! broker must advertise the relay, which the mock cannot), through
+//! switchyard as a plain passthrough, and
 //! through switchyard mirroring every produced batch to a second 3-broker
 //! mock cluster (B) in sync and in async mode. The paths take turns within
 //! each round, so all of them see the same machine conditions.
@@ -133,13 +135,16 @@ const WARMUP_RECORDS: usize = 600;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path {
     Direct,
+    /// A plain TCP relay in front of A (real Kafka only).
+    Relay,
     Proxy,
     MirrorSync,
     MirrorAsync,
 }
 
-const PATHS: [Path; 4] = [
+const PATHS: [Path; 5] = [
     Path::Direct,
+    Path::Relay,
     Path::Proxy,
     Path::MirrorSync,
     Path::MirrorAsync,
@@ -149,6 +154,7 @@ impl Path {
     fn label(self) -> &'static str {
         match self {
             Path::Direct => "direct",
+            Path::Relay => "l4-relay",
             Path::Proxy => "proxy",
             Path::MirrorSync => "mirror-sync",
             Path::MirrorAsync => "mirror-async",
@@ -162,7 +168,7 @@ impl Path {
     /// The proxy's mirror mode while this path runs.
     fn mirror_mode(self) -> MirrorMode {
         match self {
-            Path::Direct | Path::Proxy => MirrorMode::Off,
+            Path::Direct | Path::Relay | Path::Proxy => MirrorMode::Off,
             Path::MirrorSync => MirrorMode::Sync,
             Path::MirrorAsync => MirrorMode::Async,
         }
@@ -738,6 +744,7 @@ fn records_per_topic(clusters: &Clusters<'_>) -> usize {
 
 struct Round<'k> {
     clusters: Clusters<'k>,
+    relay: Option<String>,
     proxy: Proxy,
     _state: tempfile::TempDir,
     catch_up_limit: Duration,
@@ -747,6 +754,7 @@ impl Round<'_> {
     fn bootstrap(&self, path: Path) -> String {
         match path {
             Path::Direct => self.clusters.a(),
+            Path::Relay => self.relay.clone().expect("a relay runs with real Kafka"),
             _ => self.proxy.bootstrap_addr().to_string(),
         }
     }
@@ -869,6 +877,15 @@ impl Volumes {
     }
 }
 
+/// The paths measured: the relay only where it can be placed (a real
+/// broker advertises it; the mock cluster cannot).
+fn paths(kafka: Option<&KafkaPair>) -> Vec<Path> {
+    PATHS
+        .into_iter()
+        .filter(|&p| p != Path::Relay || kafka.is_some_and(|k| k.relay_a().is_some()))
+        .collect()
+}
+
 fn run_round(
     rt: &tokio::runtime::Runtime,
     kafka: Option<&KafkaPair>,
@@ -877,10 +894,11 @@ fn run_round(
     latency_secs: u64,
     catch_up_limit: Duration,
     notes: &mut Vec<String>,
-) -> anyhow::Result<[Sample; 4]> {
+) -> anyhow::Result<[Sample; 5]> {
     // Every path takes every position in turn.
-    let order: Vec<Path> = (0..PATHS.len())
-        .map(|i| PATHS[(i + round) % PATHS.len()])
+    let paths = paths(kafka);
+    let order: Vec<Path> = (0..paths.len())
+        .map(|i| paths[(i + round) % paths.len()])
         .collect();
     let clusters = Clusters::start(kafka, MOCK_BROKERS)?;
     let per_topic = records_per_topic(&clusters);
@@ -900,12 +918,13 @@ fn run_round(
     let proxy = rt.block_on(Proxy::start(config))?;
     let env = Round {
         clusters,
+        relay: kafka.and_then(|k| k.relay_a()),
         proxy,
         _state: state,
         catch_up_limit,
     };
 
-    let mut samples = [Sample::default(); 4];
+    let mut samples = [Sample::default(); 5];
 
     for &path in &order {
         let p = path.label();
@@ -1099,7 +1118,7 @@ fn main() -> anyhow::Result<()> {
     let rt = builder.enable_all().build()?;
 
     let kafka = real_kafka
-        .then(KafkaPair::start)
+        .then(|| KafkaPair::start(Some(&rt)))
         .transpose()
         .context("starting the Kafka clusters")?;
     let clusters = Clusters::describe(kafka.as_ref(), MOCK_BROKERS);
@@ -1124,7 +1143,7 @@ fn main() -> anyhow::Result<()> {
         mirror_records,
     };
     let started = Instant::now();
-    let mut samples: Vec<[Sample; 4]> = Vec::new();
+    let mut samples: Vec<[Sample; 5]> = Vec::new();
     let mut notes = Vec::new();
     for round in 0..warm_up_rounds + rounds {
         if round < warm_up_rounds {
@@ -1159,47 +1178,56 @@ fn main() -> anyhow::Result<()> {
         median(samples.iter().map(|s| get(&s[path.index()])).collect())
     };
     // Ratio columns: (numerator, denominator).
-    let ratios = [
+    let paths = paths(kafka.as_ref());
+    let mut ratios = vec![
         (Path::Proxy, Path::Direct),
         (Path::MirrorSync, Path::Proxy),
         (Path::MirrorAsync, Path::Proxy),
         (Path::MirrorSync, Path::Direct),
         (Path::MirrorAsync, Path::Direct),
     ];
+    if paths.contains(&Path::Relay) {
+        ratios.splice(
+            0..0,
+            [(Path::Relay, Path::Direct), (Path::Proxy, Path::Relay)],
+        );
+    }
     let short = |path: Path| match path {
         Path::MirrorSync => "sync",
         Path::MirrorAsync => "async",
+        Path::Relay => "relay",
         other => other.label(),
     };
 
     println!();
     println!("{clusters}, {cpus} CPU(s) shared by brokers, clients and switchyard");
     println!(
-        "median of {rounds} round(s); proxy = switchyard passthrough (mirror off); \
-         mirror-* = switchyard mirroring to cluster B"
+        "median of {rounds} round(s); l4-relay = a TCP relay copying bytes (real Kafka only); \
+         proxy = switchyard passthrough (mirror off); mirror-* = switchyard mirroring to \
+         cluster B"
     );
     println!(
         "{records} records per produce run direct/proxy, {mirror_records} mirrored; ratio columns \
          divide the medians (for us rows, > 1 is slower)"
     );
     let mut header = format!("{:<19}", "metric");
-    for path in PATHS {
+    for &path in &paths {
         header += &format!(
             "{:>width$}",
             path.label(),
             width = path.label().len().max(9) + 2
         );
     }
-    for (n, d) in ratios {
+    for &(n, d) in &ratios {
         header += &format!("{:>14}", format!("{}/{}", short(n), short(d)));
     }
     println!("{header}");
     for (name, get, decimals) in metrics {
         let mut line = format!("{name:<19}");
-        for path in PATHS {
+        for &path in &paths {
             line += &cell(med(path, get), decimals, path.label().len().max(9) + 2);
         }
-        for (n, d) in ratios {
+        for &(n, d) in &ratios {
             line += &cell(med(n, get) / med(d, get), 2, 14);
         }
         println!("{line}");

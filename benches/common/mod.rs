@@ -40,34 +40,101 @@ pub(crate) fn real_kafka() -> bool {
     env_or("SWITCHYARD_BENCH_KAFKA", 0u8) != 0
 }
 
-/// Two one-broker Kafka clusters, A and B, started once for all rounds.
+/// Two one-broker Kafka clusters, A and B, started once for all rounds,
+/// and optionally a plain TCP relay in front of A.
 pub(crate) struct KafkaPair {
     pub(crate) a: kafka::KafkaCluster,
     pub(crate) b: kafka::KafkaCluster,
+    relay: Option<L4Relay>,
 }
 
 impl KafkaPair {
     /// Starts A and B side by side with the JVM options of Kafka's own
     /// start scripts (full JIT, G1, 1 GiB heap) rather than the tests'
-    /// quick-start ones.
-    pub(crate) fn start() -> anyhow::Result<KafkaPair> {
+    /// quick-start ones. With `relay_on`, A's broker also advertises a
+    /// listener behind a TCP relay running on that runtime.
+    pub(crate) fn start(relay_on: Option<&tokio::runtime::Runtime>) -> anyhow::Result<KafkaPair> {
         use kafka::{ClusterSpec, KafkaCluster, KAFKA_SCRIPT_JVM_OPTIONS};
         let started = std::time::Instant::now();
         let spec = ClusterSpec::new(1).jvm_options(KAFKA_SCRIPT_JVM_OPTIONS);
+        let relay_socket = relay_on
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .transpose()?;
         let a = {
-            let spec = spec.clone();
+            let mut spec = spec.clone();
+            if let Some(socket) = &relay_socket {
+                spec = spec.relayed(&[socket.local_addr()?.port()]);
+            }
             std::thread::spawn(move || KafkaCluster::start(spec))
         };
         let b = KafkaCluster::start(spec)?;
         let a = a
             .join()
             .map_err(|_| anyhow::anyhow!("starting cluster A panicked"))??;
+        let relay = match (relay_on, relay_socket) {
+            (Some(rt), Some(socket)) => {
+                let route = a.relay_routes().into_iter().next().map(|(_, to)| to);
+                let to = route.ok_or_else(|| anyhow::anyhow!("A has no relayed listener"))?;
+                Some(L4Relay::start(rt, socket, to)?)
+            }
+            _ => None,
+        };
         eprintln!(
-            "Kafka {} clusters A and B (one broker each) serving after {:.1} s",
+            "Kafka {} clusters A and B (one broker each) serving after {:.1} s{}",
             a.version,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            relay
+                .as_ref()
+                .map_or(String::new(), |r| format!("; TCP relay to A at {}", r.addr))
         );
-        Ok(KafkaPair { a, b })
+        Ok(KafkaPair { a, b, relay })
+    }
+
+    /// Where clients reach A through the relay, if one runs.
+    #[allow(dead_code)] // the flip bench measures no relay
+    pub(crate) fn relay_a(&self) -> Option<String> {
+        self.relay.as_ref().map(|r| r.addr.clone())
+    }
+}
+
+/// A layer-4 relay: bytes copied both ways, nothing parsed. The floor any
+/// proxy in the path pays, measured in the same run as switchyard.
+struct L4Relay {
+    addr: String,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl L4Relay {
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        socket: std::net::TcpListener,
+        to: String,
+    ) -> anyhow::Result<L4Relay> {
+        let addr = socket.local_addr()?.to_string();
+        socket.set_nonblocking(true)?;
+        let accept = rt.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(socket) {
+                Ok(l) => l,
+                Err(e) => return eprintln!("relay: cannot listen: {e}"),
+            };
+            while let Ok((mut client, _)) = listener.accept().await {
+                let to = to.clone();
+                tokio::spawn(async move {
+                    let _ = client.set_nodelay(true);
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = upstream.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Ok(L4Relay { addr, accept })
+    }
+}
+
+impl Drop for L4Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
     }
 }
 

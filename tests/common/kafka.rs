@@ -183,6 +183,11 @@ pub struct ClusterSpec {
     pub settings: Vec<(String, String)>,
     /// Options of the brokers' JVMs (not of the one-shot storage tool).
     pub jvm_options: Vec<String>,
+    /// Per broker, a port some relay listens on: the broker gets a second
+    /// listener (RELAYED, on a port of its own) that advertises this port,
+    /// so a client bootstrapped there reaches every broker through the
+    /// relay.
+    pub relayed: Vec<u16>,
 }
 
 impl ClusterSpec {
@@ -192,7 +197,15 @@ impl ClusterSpec {
             version: KAFKA_4,
             settings: Vec::new(),
             jvm_options: TEST_JVM_OPTIONS.iter().map(|&o| o.to_owned()).collect(),
+            relayed: Vec::new(),
         }
+    }
+
+    /// Advertises broker i (from node id 1 on) at `ports[i]` on a second
+    /// listener, for a relay in front of the cluster.
+    pub fn relayed(mut self, ports: &[u16]) -> ClusterSpec {
+        self.relayed = ports.to_vec();
+        self
     }
 
     /// Replaces the brokers' JVM options.
@@ -215,6 +228,9 @@ impl ClusterSpec {
 struct Broker {
     node_id: i32,
     port: u16,
+    /// The listener a relay forwards to, and the relay's port it
+    /// advertises.
+    relayed: Option<(u16, u16)>,
     properties: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -291,22 +307,37 @@ impl KafkaCluster {
         let mut formats = Vec::new();
         for (i, (port, controller)) in ports.iter().enumerate() {
             let node_id = i as i32 + 1;
+            let relayed = spec
+                .relayed
+                .get(i)
+                .map(|&advertised| (free_port(), advertised));
+            let (extra_listener, extra_advertised, extra_protocol) = match relayed {
+                Some((listen, advertised)) => (
+                    format!(",RELAYED://127.0.0.1:{listen}"),
+                    format!(",RELAYED://127.0.0.1:{advertised}"),
+                    ",RELAYED:PLAINTEXT",
+                ),
+                None => (String::new(), String::new(), ""),
+            };
             let mut settings: BTreeMap<String, String> = [
                 ("process.roles", "broker,controller".to_owned()),
                 ("node.id", node_id.to_string()),
                 (
                     "listeners",
-                    format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+                    format!(
+                        "PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\
+                         {extra_listener}"
+                    ),
                 ),
                 (
                     "advertised.listeners",
-                    format!("PLAINTEXT://127.0.0.1:{port}"),
+                    format!("PLAINTEXT://127.0.0.1:{port}{extra_advertised}"),
                 ),
                 ("controller.listener.names", "CONTROLLER".to_owned()),
                 ("inter.broker.listener.name", "PLAINTEXT".to_owned()),
                 (
                     "listener.security.protocol.map",
-                    "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_owned(),
+                    format!("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{extra_protocol}"),
                 ),
                 ("controller.quorum.voters", voters.clone()),
                 (
@@ -359,6 +390,7 @@ impl KafkaCluster {
             brokers.push(Broker {
                 node_id,
                 port: *port,
+                relayed,
                 properties,
                 log,
                 child: None,
@@ -426,6 +458,15 @@ impl KafkaCluster {
             .find(|b| b.node_id == node_id)
             .expect("a broker with that node id");
         format!("127.0.0.1:{}", broker.port)
+    }
+
+    /// Per broker, the relay's port and the listener it forwards to.
+    pub fn relay_routes(&self) -> Vec<(u16, String)> {
+        self.brokers
+            .iter()
+            .filter_map(|b| b.relayed)
+            .map(|(listen, at)| (at, format!("127.0.0.1:{listen}")))
+            .collect()
     }
 
     pub fn node_ids(&self) -> Vec<i32> {
