@@ -97,6 +97,10 @@ impl KafkaPair {
     }
 }
 
+/// Bytes a relay reads at once in each direction (tokio's default is 8 KiB;
+/// Kafka's fetch answers are megabytes).
+const RELAY_BUFFER: usize = 256 * 1024;
+
 /// A layer-4 relay: bytes copied both ways, nothing parsed. The floor any
 /// proxy in the path pays, measured in the same run as switchyard.
 struct L4Relay {
@@ -123,7 +127,13 @@ impl L4Relay {
                     let _ = client.set_nodelay(true);
                     if let Ok(mut upstream) = tokio::net::TcpStream::connect(&to).await {
                         let _ = upstream.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        let _ = tokio::io::copy_bidirectional_with_sizes(
+                            &mut client,
+                            &mut upstream,
+                            RELAY_BUFFER,
+                            RELAY_BUFFER,
+                        )
+                        .await;
                     }
                 });
             }
