@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::kafka::{metadata, ClusterSpec, KafkaCluster, KAFKA_3};
-use common::real::{assert_b_mirrors_a, post_ok as post, read_all};
+use common::real::{assert_mirrored_once, post_ok as post};
 use common::*;
 use switchyard::demo::workload::{consume_continuously, Commits};
 
@@ -187,17 +187,11 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
     assert_eq!(report.lost, 0, "{report:?}");
     assert_eq!(first_deliveries_in_key_order(&consumed), 0, "per-key order");
 
-    wait_for_mirror_lag_zero(admin).await;
     // p3 is the producer that is not idempotent.
-    let mirrored = assert_b_mirrors_a(
-        &read_all(a, topic, PARTITIONS),
-        &read_all(b, topic, PARTITIONS),
-        topic,
-        &live,
-        |key| key.starts_with("p3-"),
-    );
-    eprintln!("{mirrored:?}");
-    assert_eq!(mirrored.distinct, live.len());
+    assert_mirrored_once(admin, (a, b), topic, PARTITIONS, &live, |key| {
+        key.starts_with("p3-")
+    })
+    .await;
     harness.stop().await;
 }
 
@@ -424,17 +418,11 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
             "partition {p}: records read from the timestamp"
         );
     }
-    wait_for_mirror_lag_zero(admin).await;
     // c2 is the producer that is not idempotent.
-    let mirrored = assert_b_mirrors_a(
-        &read_all(a, topic, PARTITIONS),
-        &read_all(b, topic, PARTITIONS),
-        topic,
-        &live,
-        |key| key.starts_with("c2-"),
-    );
-    eprintln!("{mirrored:?}");
-    assert_eq!(mirrored.distinct, live.len());
+    assert_mirrored_once(admin, (a, b), topic, PARTITIONS, &live, |key| {
+        key.starts_with("c2-")
+    })
+    .await;
     harness.stop().await;
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::kafka::{ClusterSpec, KafkaCluster};
-use common::real::{assert_b_mirrors_a, post, read_all};
+use common::real::{assert_mirrored_once, post};
 use common::*;
 
 const PARTITIONS: i32 = 3;
@@ -70,18 +70,12 @@ async fn a_broker_of_a_killed_while_mirroring_loses_nothing_and_b_holds_what_a_h
         acked.extend(producer.await.unwrap().expect("producer ran"));
     }
     assert_eq!(acked.len(), 6000, "every record acknowledged");
-    wait_for_mirror_lag_zero(admin).await;
     // k2 is not idempotent: a batch whose answer died with the leader is
     // written again by its client, and B holds what A holds.
-    let mirrored = assert_b_mirrors_a(
-        &read_all(&a, topic, PARTITIONS),
-        &read_all(&b, topic, PARTITIONS),
-        topic,
-        &acked,
-        |key| key.starts_with("k2-"),
-    );
-    eprintln!("{mirrored:?}");
-    assert_eq!(mirrored.distinct, acked.len());
+    assert_mirrored_once(admin, (&a, &b), topic, PARTITIONS, &acked, |key| {
+        key.starts_with("k2-")
+    })
+    .await;
     harness.stop().await;
 }
 
@@ -171,13 +165,14 @@ async fn b_away_refuses_the_flip_and_a_restart_after_a_flip_stays_on_b() {
     }
     let mut all = first;
     all.extend(more);
-    let mirrored = assert_b_mirrors_a(
-        &read_all(&a, topic, PARTITIONS),
-        &read_all(&b, topic, PARTITIONS),
+    assert_mirrored_once(
+        proxy.admin_addr(),
+        (&a, &b),
         topic,
+        PARTITIONS,
         &all,
         |_| false,
-    );
-    assert_eq!(mirrored.distinct, all.len());
+    )
+    .await;
     proxy.shutdown(Duration::from_secs(5)).await;
 }

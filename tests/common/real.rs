@@ -67,6 +67,29 @@ pub async fn wait_for_commits(cluster: &KafkaCluster, group: &str, topic: &str, 
     .await;
 }
 
+/// Once switchyard's mirror lag is 0: `topic` read from both clusters,
+/// B holding each of `live` once as `assert_b_mirrors_a` says
+/// (`at_least_once` names, by key, the producers that are not idempotent).
+pub async fn assert_mirrored_once(
+    admin: SocketAddr,
+    (a, b): (&KafkaCluster, &KafkaCluster),
+    topic: &str,
+    partitions: i32,
+    live: &[RecordRef],
+    at_least_once: impl Fn(&str) -> bool,
+) {
+    super::wait_for_mirror_lag_zero(admin).await;
+    let mirrored = assert_b_mirrors_a(
+        &read_all(a, topic, partitions),
+        &read_all(b, topic, partitions),
+        topic,
+        live,
+        at_least_once,
+    );
+    eprintln!("{topic}: {mirrored:?}");
+    assert_eq!(mirrored.distinct, live.len(), "{topic}: live records in B");
+}
+
 /// POSTs to the admin API and returns the JSON answer, which must be a 200.
 pub async fn post_ok(admin: SocketAddr, path: &str, body: &str) -> Value {
     let (status, json) = post(admin, path, body).await;
