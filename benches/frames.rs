@@ -19,7 +19,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
 use switchyard::protocol::frame::{Frame, FrameCodec};
-use switchyard::protocol::header::{peek_request, produce_acks};
+use switchyard::protocol::header::peek_request;
+use switchyard::protocol::requests::produce_acks;
 use switchyard::rewrite::{
     rewrite_response, Advertised, ApiRanges, ResponseRewrite, RewriteContext,
 };

@@ -4,9 +4,9 @@
 //! panic, and the body offset stays inside the payload.
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::protocol::header::{
-    fetch_max_wait_ms, join_group_wait_ms, peek_request, peek_response_correlation_id,
-    produce_acks, produce_acks_at,
+use switchyard::protocol::header::{peek_request, peek_response_correlation_id};
+use switchyard::protocol::requests::{
+    fetch_max_wait_ms, join_group_wait_ms, produce_acks, produce_acks_at,
 };
 
 fuzz_target!(|data: &[u8]| {

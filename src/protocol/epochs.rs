@@ -9,7 +9,8 @@
 
 use kafka_protocol::messages::ApiKey;
 
-use super::header::{Cursor, PeekError, RequestHeaderPeek};
+use super::header::{PeekError, RequestHeaderPeek};
+use super::reader::Cursor;
 
 /// An epoch field of a request, with the partition it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,26 +42,10 @@ pub struct CommitAt {
     pub epoch_at: usize,
 }
 
-fn string<'a>(c: &mut Cursor<'a>, flexible: bool) -> Option<Option<&'a [u8]>> {
-    if flexible {
-        c.compact_nullable_string()
-    } else {
-        c.nullable_string()
-    }
-}
-
 fn text(bytes: Option<&[u8]>) -> String {
     bytes
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default()
-}
-
-fn tags(c: &mut Cursor<'_>, flexible: bool) -> Option<()> {
-    if flexible {
-        c.skip_tagged_fields()
-    } else {
-        Some(())
-    }
 }
 
 fn skip(c: &mut Cursor<'_>, n: usize) -> Option<()> {
@@ -127,7 +112,7 @@ pub fn list_offsets_request(
         skip(&mut c, 4 + 1)?; // replica id, isolation level
         let mut out = Vec::new();
         for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
-            let topic = text(string(&mut c, flexible)?);
+            let topic = text(c.string(flexible)?);
             for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
                 let partition = c.i32()?;
                 out.push(EpochAt {
@@ -136,9 +121,9 @@ pub fn list_offsets_request(
                     at: c.pos,
                 });
                 skip(&mut c, 4 + 8)?; // current leader epoch, timestamp
-                tags(&mut c, flexible)?;
+                c.tags(flexible)?;
             }
-            tags(&mut c, flexible)?;
+            c.tags(flexible)?;
         }
         Some(out)
     };
@@ -171,14 +156,14 @@ pub fn offset_for_leader_epoch_request(
         }
         let mut out = Vec::new();
         for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
-            let topic = text(string(&mut c, flexible)?);
+            let topic = text(c.string(flexible)?);
             for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
                 let partition = c.i32()?;
                 let current_at = c.pos;
                 skip(&mut c, 4)?;
                 let leader_epoch_at = c.pos;
                 skip(&mut c, 4)?;
-                tags(&mut c, flexible)?;
+                c.tags(flexible)?;
                 out.push(ValidationAt {
                     topic: topic.clone(),
                     partition,
@@ -186,7 +171,7 @@ pub fn offset_for_leader_epoch_request(
                     leader_epoch_at,
                 });
             }
-            tags(&mut c, flexible)?;
+            c.tags(flexible)?;
         }
         Some(out)
     };
@@ -205,23 +190,23 @@ pub fn offset_commit_request(
     let flexible = v >= 8;
     let walk = || -> Option<Vec<CommitAt>> {
         let mut c = Cursor::new(payload, header.body_offset);
-        string(&mut c, flexible)?; // group id
+        c.string(flexible)?; // group id
         skip(&mut c, 4)?; // generation id or member epoch
-        string(&mut c, flexible)?; // member id
+        c.string(flexible)?; // member id
         if v >= 7 {
-            string(&mut c, flexible)?; // group instance id
+            c.string(flexible)?; // group instance id
         }
         let mut out = Vec::new();
         for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
-            let topic = text(string(&mut c, flexible)?);
+            let topic = text(c.string(flexible)?);
             for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
                 let partition = c.i32()?;
                 let offset_at = c.pos;
                 skip(&mut c, 8)?;
                 let epoch_at = c.pos;
                 skip(&mut c, 4)?;
-                string(&mut c, flexible)?; // metadata
-                tags(&mut c, flexible)?;
+                c.string(flexible)?; // metadata
+                c.tags(flexible)?;
                 out.push(CommitAt {
                     topic: topic.clone(),
                     partition,
@@ -229,7 +214,7 @@ pub fn offset_commit_request(
                     epoch_at,
                 });
             }
-            tags(&mut c, flexible)?;
+            c.tags(flexible)?;
         }
         Some(out)
     };
@@ -322,14 +307,14 @@ pub fn list_offsets_response(payload: &[u8], version: i16) -> Option<Vec<usize>>
     c.i32()?; // throttle time
     let mut out = Vec::new();
     for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
-        string(&mut c, flexible)?;
+        c.string(flexible)?;
         for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
             skip(&mut c, 4 + 2 + 8 + 8)?; // partition, error, timestamp, offset
             out.push(c.pos);
             skip(&mut c, 4)?;
-            tags(&mut c, flexible)?;
+            c.tags(flexible)?;
         }
-        tags(&mut c, flexible)?;
+        c.tags(flexible)?;
     }
     Some(out)
 }
@@ -345,14 +330,14 @@ pub fn offset_for_leader_epoch_response(payload: &[u8], version: i16) -> Option<
     c.i32()?; // throttle time
     let mut out = Vec::new();
     for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
-        string(&mut c, flexible)?;
+        c.string(flexible)?;
         for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
             skip(&mut c, 2 + 4)?; // error code, partition
             out.push(c.pos);
             skip(&mut c, 4 + 8)?; // leader epoch, end offset
-            tags(&mut c, flexible)?;
+            c.tags(flexible)?;
         }
-        tags(&mut c, flexible)?;
+        c.tags(flexible)?;
     }
     Some(out)
 }
@@ -369,25 +354,25 @@ pub fn offset_fetch_response(payload: &[u8], version: i16) -> Option<Vec<usize>>
     let mut out = Vec::new();
     let topics = |c: &mut Cursor<'_>, out: &mut Vec<usize>| -> Option<()> {
         for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
-            string(c, flexible)?;
+            c.string(flexible)?;
             for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
                 skip(c, 4 + 8)?; // partition, committed offset
                 out.push(c.pos);
                 skip(c, 4)?;
-                string(c, flexible)?; // metadata
+                c.string(flexible)?; // metadata
                 skip(c, 2)?; // error code
-                tags(c, flexible)?;
+                c.tags(flexible)?;
             }
-            tags(c, flexible)?;
+            c.tags(flexible)?;
         }
         Some(())
     };
     if version >= 8 {
         for _ in 0..c.array_len(flexible)?.unwrap_or(0) {
-            string(&mut c, flexible)?; // group id
+            c.string(flexible)?; // group id
             topics(&mut c, &mut out)?;
             skip(&mut c, 2)?; // error code
-            tags(&mut c, flexible)?;
+            c.tags(flexible)?;
         }
     } else {
         topics(&mut c, &mut out)?;

@@ -5,4 +5,9 @@ pub mod epochs;
 pub mod errors;
 pub mod frame;
 pub mod header;
+pub(crate) mod reader;
+pub mod requests;
+pub mod responses;
+#[cfg(test)]
+mod test_frames;
 pub mod versions;

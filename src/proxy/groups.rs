@@ -17,7 +17,8 @@ use super::Shared;
 use crate::config::ClusterName;
 use crate::error::SessionError;
 use crate::protocol::frame::Frame;
-use crate::protocol::header::{self, RequestHeaderPeek};
+use crate::protocol::header::RequestHeaderPeek;
+use crate::protocol::{header, requests, responses};
 use crate::rewrite;
 
 const UNKNOWN_MEMBER_ID: i16 = 25;
@@ -81,7 +82,7 @@ pub(super) fn plan(
                 .then_some(FollowUp::OffsetFetch { group: None }),
         ));
     }
-    let Some(request) = header::group_member(payload, header).map_err(bad)? else {
+    let Some(request) = requests::group_member(payload, header).map_err(bad)? else {
         return Ok(GroupStep::Forward(None));
     };
     tracing::debug!(api = ?api, group = %request.group, member = %request.member, %cluster, "group request");
@@ -191,7 +192,7 @@ pub(super) fn answer_error(
             version,
         ),
         ApiKey::OffsetCommit => {
-            let topics = header::offset_commit_partitions(payload, header)
+            let topics = requests::offset_commit_partitions(payload, header)
                 .map_err(bad)?
                 .into_iter()
                 .map(|(name, partitions)| {
@@ -263,7 +264,7 @@ pub(super) fn follow_up(
                 error,
                 Some(crate::protocol::errors::NONE | crate::protocol::errors::MEMBER_ID_REQUIRED)
             );
-            let member = header::join_group_response_member(frame.payload(), version);
+            let member = responses::join_group_response_member(frame.payload(), version);
             match (member, issues) {
                 (Some(member), true) if !member.is_empty() => {
                     shared.members.issued(&group, &member, cluster);

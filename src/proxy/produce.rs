@@ -15,7 +15,8 @@ use crate::error::SessionError;
 use crate::mirror::Mirror;
 use crate::protocol::batch;
 use crate::protocol::frame::{Frame, LENGTH_PREFIX};
-use crate::protocol::header::{self, RequestHeaderPeek};
+use crate::protocol::header::RequestHeaderPeek;
+use crate::protocol::requests;
 use crate::rewrite;
 
 const REQUEST_TIMED_OUT: i16 = 7;
@@ -54,7 +55,7 @@ pub(super) fn plan(
     cluster: ClusterName,
 ) -> Result<ProducePlan, SessionError> {
     let payload = frame.payload();
-    let (acks, acks_at) = header::produce_acks_at(payload, header)
+    let (acks, acks_at) = requests::produce_acks_at(payload, header)
         .map_err(|e| SessionError::BadRequest(e.to_string()))?;
     let mirror = shared
         .mirror_from(cluster)
@@ -75,7 +76,7 @@ pub(super) fn plan(
         });
     }
     // Walked, not decoded: no count read off the wire sizes an allocation.
-    let body = header::walk_produce(payload, header)
+    let body = requests::walk_produce(payload, header)
         .map_err(|e| SessionError::BadRequest(e.to_string()))?;
     let payload_bytes = frame.payload_bytes();
     let mut parts = Vec::new();
@@ -186,7 +187,7 @@ pub(super) fn refuse(
     header: &RequestHeaderPeek,
     error: i16,
 ) -> Result<Option<Bytes>, SessionError> {
-    let body = header::walk_produce(frame.payload(), header)
+    let body = requests::walk_produce(frame.payload(), header)
         .map_err(|e| SessionError::BadRequest(e.to_string()))?;
     if body.acks == 0 {
         return Ok(None);
@@ -195,7 +196,7 @@ pub(super) fn refuse(
 }
 
 fn refuse_all(
-    body: &header::ProduceBody,
+    body: &requests::ProduceBody,
     header: &RequestHeaderPeek,
     error: i16,
 ) -> Result<Bytes, SessionError> {

@@ -16,7 +16,8 @@ use super::Shared;
 use crate::config::ClusterName;
 use crate::protocol::batch;
 use crate::protocol::frame::Frame;
-use crate::protocol::header::{self, RequestHeaderPeek};
+use crate::protocol::header::RequestHeaderPeek;
+use crate::protocol::requests;
 use crate::state::{StateDir, StateError};
 
 const FILE: &str = "producer-ids-issued.json";
@@ -91,7 +92,7 @@ pub(super) fn unmapped_foreign(
     let Some(map) = shared.mirror_from(other).map(|m| m.producer_map()) else {
         return Vec::new();
     };
-    let Ok(body) = header::walk_produce(frame.payload(), header) else {
+    let Ok(body) = requests::walk_produce(frame.payload(), header) else {
         return Vec::new(); // classify reports it
     };
     let payload = frame.payload_bytes();

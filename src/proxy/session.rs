@@ -24,8 +24,9 @@ use crate::config::ClusterName;
 use crate::cutover::InFlight;
 use crate::error::SessionError;
 use crate::protocol::frame::{Frame, FrameCodec, FrameError, LENGTH_PREFIX};
-use crate::protocol::header::{self, RequestHeaderPeek};
+use crate::protocol::header::RequestHeaderPeek;
 use crate::protocol::versions::{api_name, is_supported, proxy_versions};
+use crate::protocol::{header, requests, responses};
 use crate::rewrite::{self, api_versions, ResponseRewrite};
 
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -393,7 +394,7 @@ impl Connection {
                 counted = true;
                 self.shared.metrics.fenced_requests.increment(1);
                 if api == ApiKey::JoinGroup {
-                    member = header::group_member(frame.payload(), &header)
+                    member = requests::group_member(frame.payload(), &header)
                         .ok()
                         .flatten()
                         .map(|r| r.member)
@@ -470,7 +471,7 @@ impl Connection {
             )));
         }
         if api == ApiKey::ApiVersions {
-            if let Some(name) = header::api_versions_client_software(payload, &header) {
+            if let Some(name) = requests::api_versions_client_software(payload, &header) {
                 let _ = self.client_software.set(name);
             }
         }
@@ -488,19 +489,19 @@ impl Connection {
                 }
             };
         if api == ApiKey::FindCoordinator {
-            let groups = header::find_coordinator_groups(payload, &header)
+            let groups = requests::find_coordinator_groups(payload, &header)
                 .map_err(|e| SessionError::BadRequest(e.to_string()))?;
             for group in groups {
                 self.shared.groups.note(&group);
             }
-            let transactional = header::find_coordinator_transactional_ids(payload, &header)
+            let transactional = requests::find_coordinator_transactional_ids(payload, &header)
                 .map_err(|e| SessionError::BadRequest(e.to_string()))?;
             for id in transactional {
                 self.shared.transactional.note(&id);
             }
         }
         if api == ApiKey::InitProducerId {
-            let transactional = header::init_producer_id_transactional_id(payload, &header)
+            let transactional = requests::init_producer_id_transactional_id(payload, &header)
                 .map_err(|e| SessionError::BadRequest(e.to_string()))?;
             if let Some(id) = transactional {
                 self.shared.transactional.note(&id);
@@ -527,19 +528,19 @@ impl Connection {
             },
             ApiKey::Fetch => (
                 true,
-                header::fetch_max_wait_ms(payload, &header).map_err(bad_body)?,
+                requests::fetch_max_wait_ms(payload, &header).map_err(bad_body)?,
                 None,
                 None,
             ),
             ApiKey::JoinGroup => (
                 true,
-                header::join_group_wait_ms(payload, &header).map_err(bad_body)?,
+                requests::join_group_wait_ms(payload, &header).map_err(bad_body)?,
                 None,
                 None,
             ),
             ApiKey::InitProducerId
                 if produce::foreign_ids_in_use(&self.shared, self.cluster)
-                    && header::wants_fresh_producer_id(payload, &header).map_err(bad_body)? =>
+                    && requests::wants_fresh_producer_id(payload, &header).map_err(bad_body)? =>
             {
                 // Ids the other cluster issued are mapped here: a fresh id
                 // must not be one of them, or its batches would be taken
@@ -968,7 +969,7 @@ fn fence_timeout_answer(
 /// Notes the producer id an InitProducerId answer from `cluster` hands out.
 fn note_issued(shared: &Shared, cluster: ClusterName, version: i16, payload: &[u8]) {
     if let Some((crate::protocol::errors::NONE, id, _)) =
-        header::init_producer_id_response(payload, version)
+        responses::init_producer_id_response(payload, version)
     {
         shared.issued.note(cluster, id);
     }
