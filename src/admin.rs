@@ -251,6 +251,9 @@ fn mirror_status(shared: &Shared) -> serde_json::Value {
         "target": mirror.target(),
         "lag_records": lag_records,
         "lag_bytes": lag_bytes,
+        // Of the lag, what is held in memory (the rest waits in the journal).
+        "queued_bytes_in_memory": mirror.queued_bytes(),
+        "max_queued_bytes": shared.config.mirror.max_queued_bytes,
         "divergent_records": divergent,
         "partitions": partitions,
     })

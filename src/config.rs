@@ -83,6 +83,15 @@ pub struct MirrorConfig {
     /// counting it as records that did not pass through switchyard.
     #[serde(default = "default_gap_timeout_ms")]
     pub gap_timeout_ms: u64,
+    /// Bytes of batches waiting for the mirror cluster held in memory;
+    /// past it, batches already in the mirror journal wait only there and
+    /// are read back when their turn comes.
+    #[serde(default = "default_max_queued_bytes")]
+    pub max_queued_bytes: u64,
+}
+
+fn default_max_queued_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 fn default_sync_timeout_ms() -> u64 {
@@ -98,6 +107,7 @@ impl Default for MirrorConfig {
         MirrorConfig {
             sync_timeout_ms: default_sync_timeout_ms(),
             gap_timeout_ms: default_gap_timeout_ms(),
+            max_queued_bytes: default_max_queued_bytes(),
         }
     }
 }

@@ -39,6 +39,10 @@ pub const MIRROR_LAG_BYTES: &str = "switchyard_mirror_lag_bytes";
 pub const MIRROR_BATCHES: &str = "switchyard_mirror_batches_total";
 pub const MIRROR_RETRIES: &str = "switchyard_mirror_retries_total";
 pub const MIRROR_DIVERGENT: &str = "switchyard_mirror_divergent_records_total";
+/// Bytes of batches waiting for the mirror cluster that are held in memory
+/// (bounded by `mirror.max_queued_bytes`; the rest wait in the journal).
+pub const MIRROR_QUEUED_BYTES: &str = "switchyard_mirror_queued_bytes";
+pub const MIRROR_SPILLED_BATCHES: &str = "switchyard_mirror_spilled_batches_total";
 /// Partitions whose mirroring stopped on an error that asking again cannot
 /// cure, labelled by the cluster written to.
 pub const MIRROR_STOPPED_PARTITIONS: &str = "switchyard_mirror_stopped_partitions";
@@ -50,6 +54,10 @@ pub struct MirrorMetrics {
     pub batches: Counter,
     pub retries: Counter,
     pub divergent_records: Counter,
+    /// Bytes of queued batches held in memory.
+    pub queued_bytes: Gauge,
+    /// Queued batches let go from memory (read back from the journal).
+    pub spilled_batches: Counter,
 }
 
 impl MirrorMetrics {
@@ -62,6 +70,8 @@ impl MirrorMetrics {
             batches: counter!(MIRROR_BATCHES, "cluster" => cluster),
             retries: counter!(MIRROR_RETRIES, "cluster" => cluster),
             divergent_records: counter!(MIRROR_DIVERGENT, "cluster" => cluster),
+            queued_bytes: gauge!(MIRROR_QUEUED_BYTES, "cluster" => cluster),
+            spilled_batches: counter!(MIRROR_SPILLED_BATCHES, "cluster" => cluster),
         }
     }
 }

@@ -216,6 +216,98 @@ async fn sync_mode_acknowledges_from_the_journal_while_b_is_down_and_stores_each
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_b_is_down_queued_batches_past_the_memory_limit_wait_in_the_journal() {
+    let a = &clusters().0;
+    // This test stops B's only broker: a cluster of its own.
+    let mut b = KafkaCluster::start(ClusterSpec::new(1)).expect("cluster B starts");
+    let topic = "rm-bounded";
+    const PARTITIONS: i32 = 3;
+    const LIMIT: u64 = 64 * 1024;
+    a.create_topic(topic, PARTITIONS, 1, &[]).unwrap();
+    b.create_topic(topic, PARTITIONS, 1, &[]).unwrap();
+    let harness = start_proxy_with(a, Some(&b), |config| {
+        config.mirror.max_queued_bytes = LIMIT;
+    })
+    .await;
+    let admin = harness.proxy.admin_addr();
+    post(admin, "/mirror", r#"{"mode":"async"}"#).await;
+    b.kill_broker(1);
+
+    // Sample what the mirror holds in memory while producers write far
+    // more than the limit.
+    let sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let (mut most_in_memory, mut most_queued) = (0u64, 0u64);
+            while !sampling.is_cancelled() {
+                let mirroring = &status(admin).await["mirroring"];
+                let held = mirroring["queued_bytes_in_memory"].as_u64().unwrap();
+                most_in_memory = most_in_memory.max(held);
+                most_queued = most_queued.max(mirroring["lag_bytes"].as_u64().unwrap());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (most_in_memory, most_queued)
+        })
+    };
+    let producers: Vec<_> = ["m1", "m2"]
+        .into_iter()
+        .map(|prefix| {
+            let spec = ProduceSpec {
+                idempotent: true,
+                keys: 6,
+                key_prefix: prefix.to_owned(),
+                batch: 20,
+                ..ProduceSpec::new(topic, 3000)
+            }
+            .set("acks", "all");
+            let bootstrap = harness.bootstrap();
+            tokio::spawn(async move { workload::produce(&bootstrap, &spec).await })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for producer in producers {
+        acked.extend(producer.await.unwrap().expect("producer ran"));
+    }
+    assert_eq!(
+        acked.len(),
+        6000,
+        "every record acknowledged while B is down"
+    );
+    sampling.cancel();
+    let (most_in_memory, most_queued) = sampler.await.unwrap();
+    // Batches are let go right after their journal write: the bound holds
+    // up to the few being written at that moment.
+    assert!(
+        most_in_memory <= LIMIT + 32 * 1024,
+        "{most_in_memory} bytes held in memory (limit {LIMIT})"
+    );
+    assert!(
+        most_queued > 4 * LIMIT,
+        "the test queued {most_queued} bytes, not far past the limit"
+    );
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    let spilled = metric_value(&metrics, "switchyard_mirror_spilled_batches_total", &[]);
+    assert!(spilled > 0.0, "batches were let go from memory");
+
+    // B back: what waited in the journal is read back and mirrored, each
+    // record once, in A's order.
+    b.restart_broker(1).unwrap();
+    wait_for_mirror_lag_zero(admin).await;
+    let stored = assert_each_once_in_the_same_order(a, &b, topic, PARTITIONS, &acked);
+    assert_eq!(stored, acked.len());
+    let held_after = status(admin).await["mirroring"]["queued_bytes_in_memory"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(held_after, 0, "nothing held once B has everything");
+    eprintln!(
+        "most held in memory {most_in_memory} B (limit {LIMIT}), most queued {most_queued} B, \
+         {spilled} batches let go, {stored} records stored once in A and B"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_journal_finds_batches_already_in_b_instead_of_writing_them_again() {
     let (a, b) = clusters();
     let topic = "rm-replay";

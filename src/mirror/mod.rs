@@ -3,6 +3,7 @@
 //! switchyard-owned idempotent producer id, and the offset correspondence is
 //! recorded.
 
+mod budget;
 pub mod client;
 pub mod journal;
 pub mod producers;
@@ -33,10 +34,15 @@ pub type Outcome = Result<(), String>;
 
 struct Submission {
     a_base: i64,
-    batches: Vec<Bytes>,
+    batches: Arc<budget::Payload>,
+    records: i64,
     bytes: u64,
     waiters: Vec<oneshot::Sender<Outcome>>,
 }
+
+/// The batches of a queued submission, to be marked durable once the
+/// journal has them (sync mode, when the mirror did not confirm in time).
+pub struct QueuedBatches(Arc<budget::Payload>);
 
 /// Live numbers of one partition's mirror, for status and metrics.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,6 +89,8 @@ pub struct Mirror {
     /// are no gap.
     reverse: std::sync::OnceLock<Arc<TranslationTable>>,
     journal: Journal,
+    /// Memory held by queued batches, bounded by `mirror.max_queued_bytes`.
+    budget: Arc<budget::Budget>,
     status: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     gap_timeout: Duration,
     shutdown: CancellationToken,
@@ -104,7 +112,7 @@ impl Mirror {
         client: Arc<ClusterClient>,
         mode: MirrorMode,
         state: &StateDir,
-        gap_timeout: Duration,
+        config: &crate::config::MirrorConfig,
         shutdown: CancellationToken,
         producer_map: Arc<producers::ProducerMap>,
         inverse: Arc<producers::ProducerMap>,
@@ -117,9 +125,9 @@ impl Mirror {
         )?);
         let journal_path = state.path().join(format!("mirror-journal-{direction}.log"));
         let journal_path = journal_path.as_path();
-        let unmirrored: Vec<JournalEntry> = journal::replay(journal_path)?
+        let unmirrored: Vec<(u64, JournalEntry)> = journal::replay_positions(journal_path)?
             .into_iter()
-            .filter(|e| {
+            .filter(|(_, e)| {
                 !translation
                     .partition(&e.topic, e.partition)
                     .is_some_and(|p| p.contains_a(e.a_base))
@@ -141,8 +149,13 @@ impl Mirror {
             translation: translation.clone(),
             reverse: std::sync::OnceLock::new(),
             journal,
+            budget: budget::Budget::new(
+                config.max_queued_bytes,
+                metrics.queued_bytes.clone(),
+                metrics.spilled_batches.clone(),
+            ),
             status: Mutex::new(BTreeMap::new()),
-            gap_timeout,
+            gap_timeout: Duration::from_millis(config.gap_timeout_ms),
             shutdown: shutdown.clone(),
             stopped_partitions: metrics::gauge!(
                 crate::metrics::MIRROR_STOPPED_PARTITIONS,
@@ -167,8 +180,10 @@ impl Mirror {
         if !unmirrored.is_empty() {
             tracing::info!(batches = unmirrored.len(), "replaying the mirror journal");
         }
-        for entry in unmirrored {
-            let done = mirror.submit(&entry.topic, entry.partition, entry.a_base, entry.batches);
+        for (at, entry) in unmirrored {
+            let (done, batches) =
+                mirror.submit(&entry.topic, entry.partition, entry.a_base, entry.batches);
+            mirror.budget.journaled(&batches.0, at);
             let journal = mirror.journal.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(())) = done.await {
@@ -194,8 +209,9 @@ impl Mirror {
             a_base,
             batches,
         };
-        self.journal.append(&entry).await?;
-        let done = self.submit(topic, partition, a_base, entry.batches);
+        let at = self.journal.append(&entry).await?;
+        let (done, batches) = self.submit(topic, partition, a_base, entry.batches);
+        self.budget.journaled(&batches.0, at);
         let journal = self.journal.clone();
         tokio::spawn(async move {
             if let Ok(Ok(())) = done.await {
@@ -217,6 +233,7 @@ impl Mirror {
         a_base: i64,
         batches: Vec<Bytes>,
         done: oneshot::Receiver<Outcome>,
+        queued: Option<QueuedBatches>,
     ) -> std::io::Result<()> {
         let entry = JournalEntry {
             topic: topic.to_owned(),
@@ -224,7 +241,11 @@ impl Mirror {
             a_base,
             batches,
         };
-        self.journal.append(&entry).await?;
+        let at = self.journal.append(&entry).await?;
+        drop(entry);
+        if let Some(queued) = queued {
+            self.budget.journaled(&queued.0, at);
+        }
         let journal = self.journal.clone();
         tokio::spawn(async move {
             if let Ok(Ok(())) = done.await {
@@ -307,6 +328,12 @@ impl Mirror {
         f(status.entry((topic.to_owned(), partition)).or_default());
     }
 
+    /// Bytes of queued batches held in memory (the rest wait in the
+    /// journal).
+    pub fn queued_bytes(&self) -> u64 {
+        self.budget.used()
+    }
+
     /// Queues the batches the primary acknowledged at `a_base` for the
     /// mirror; the receiver learns when the mirror cluster has them.
     pub fn submit(
@@ -315,7 +342,7 @@ impl Mirror {
         partition: i32,
         a_base: i64,
         batches: Vec<Bytes>,
-    ) -> oneshot::Receiver<Outcome> {
+    ) -> (oneshot::Receiver<Outcome>, QueuedBatches) {
         let (tx, rx) = oneshot::channel();
         let bytes = batches.iter().map(|b| b.len() as u64).sum();
         let records: i64 = batches
@@ -329,9 +356,11 @@ impl Mirror {
         });
         self.metrics.lag_records.increment(records as f64);
         self.metrics.lag_bytes.increment(bytes as f64);
+        let held = self.budget.hold(batches);
         let submission = Submission {
             a_base,
-            batches,
+            batches: held.clone(),
+            records,
             bytes,
             waiters: vec![tx],
         };
@@ -356,7 +385,7 @@ impl Mirror {
                 let _ = waiter.send(Err("mirror worker stopped".into()));
             }
         }
-        rx
+        (rx, QueuedBatches(held))
     }
 
     /// The map from client producers (of this mirror's source) to producer

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::client::ClientError;
-use super::{Mirror, Outcome, Submission};
+use super::{journal, Mirror, Outcome, Submission};
 use crate::protocol::batch::{self, BatchHeader};
 use crate::protocol::errors;
 use crate::translate::Segment;
@@ -154,12 +154,7 @@ impl PartitionWorker {
             Some(existing) => {
                 // The same batch acknowledged twice (client retry): one write.
                 existing.waiters.extend(submission.waiters);
-                let records: i64 = submission
-                    .batches
-                    .iter()
-                    .filter_map(|b| batch::read_header(b).ok())
-                    .map(|h| h.offset_count())
-                    .sum();
+                let records = submission.records;
                 self.mirror.update_status(&self.topic, self.partition, |s| {
                     s.lag_records -= records;
                     s.lag_bytes -= submission.bytes;
@@ -207,12 +202,7 @@ impl PartitionWorker {
         let counted: i64 = if records > 0 {
             records
         } else {
-            submission
-                .batches
-                .iter()
-                .filter_map(|b| batch::read_header(b).ok())
-                .map(|h| h.offset_count())
-                .sum()
+            submission.records
         };
         self.mirror.update_status(&self.topic, self.partition, |s| {
             s.lag_records -= counted;
@@ -231,7 +221,8 @@ impl PartitionWorker {
     /// when switchyard stopped first.
     async fn ship(&mut self, submission: &Submission) -> Option<i64> {
         let mut a_offset = submission.a_base;
-        for raw in &submission.batches {
+        let batches = self.load(submission).await?;
+        for raw in &batches {
             let Ok(header) = batch::read_header(raw) else {
                 continue;
             };
@@ -261,6 +252,45 @@ impl PartitionWorker {
             a_offset += header.offset_count();
         }
         Some(a_offset - submission.a_base)
+    }
+
+    /// A submission's batches: from memory, or read back from the journal
+    /// (retried while it cannot be read). `None` when switchyard stopped.
+    async fn load(&self, submission: &Submission) -> Option<Vec<Bytes>> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let at = match submission.batches.get() {
+                Ok(batches) => return Some(batches),
+                Err(at) => at,
+            };
+            let path = self.mirror.journal.path().to_owned();
+            let read = tokio::task::spawn_blocking(move || journal::read_at(&path, at)).await;
+            let error = match read {
+                Ok(Ok(entry))
+                    if entry.a_base == submission.a_base
+                        && entry.partition == self.partition
+                        && entry.topic == self.topic =>
+                {
+                    return Some(entry.batches)
+                }
+                Ok(Ok(entry)) => format!(
+                    "the mirror journal holds {}-{} at {} where {} was expected",
+                    entry.topic, entry.partition, entry.a_base, submission.a_base
+                ),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(topic = %self.topic, partition = self.partition, %error,
+                "cannot read queued batches back from the mirror journal; retrying");
+            self.mirror.update_status(&self.topic, self.partition, |s| {
+                s.last_error = Some(error.clone());
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.mirror.shutdown.cancelled() => return None,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 
     async fn ship_batch(&mut self, raw: &Bytes, header: &BatchHeader, a_offset: i64) -> Shipped {

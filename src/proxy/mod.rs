@@ -410,7 +410,7 @@ impl Proxy {
                     clients[target].clone(),
                     mode,
                     &state,
-                    Duration::from_millis(config.mirror.gap_timeout_ms),
+                    &config.mirror,
                     shutdown.clone(),
                     maps[source].clone(),
                     maps[target].clone(),

@@ -250,6 +250,8 @@ struct Wait {
     a_base: i64,
     /// Kept to be journaled when the mirror does not confirm in time.
     batches: Vec<Bytes>,
+    /// The queued copy, let go from memory once journaled if need be.
+    queued: Option<crate::mirror::QueuedBatches>,
     done: Option<tokio::sync::oneshot::Receiver<crate::mirror::Outcome>>,
     /// The journal write started when the sync wait ran out: its own task,
     /// so that abandoning `settle` does not abandon the write.
@@ -303,9 +305,9 @@ pub(super) async fn submit(
             }
         } else {
             let batches = (mode == MirrorMode::Sync).then(|| part.batches.clone());
-            let done = work
-                .mirror
-                .submit(&part.topic, part.partition, a_base, part.batches);
+            let (done, queued) =
+                work.mirror
+                    .submit(&part.topic, part.partition, a_base, part.batches);
             if let Some(batches) = batches {
                 waits.push(Wait {
                     mirror: work.mirror.clone(),
@@ -313,6 +315,7 @@ pub(super) async fn submit(
                     partition: part.partition,
                     a_base,
                     batches,
+                    queued: Some(queued),
                     done: Some(done),
                     journaling: None,
                     confirmed: None,
@@ -380,9 +383,10 @@ impl Submitted {
                 let mirror = wait.mirror.clone();
                 let (topic, partition, a_base) = (wait.topic.clone(), wait.partition, wait.a_base);
                 let batches = std::mem::take(&mut wait.batches);
+                let queued = wait.queued.take();
                 wait.journaling = Some(tokio::spawn(async move {
                     mirror
-                        .journal_queued(&topic, partition, a_base, batches, done)
+                        .journal_queued(&topic, partition, a_base, batches, done, queued)
                         .await
                 }));
             }
