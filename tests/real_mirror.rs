@@ -290,6 +290,26 @@ async fn while_b_is_down_queued_batches_past_the_memory_limit_wait_in_the_journa
     let spilled = metric_value(&metrics, "switchyard_mirror_spilled_batches_total", &[]);
     assert!(spilled > 0.0, "batches were let go from memory");
 
+    // switchyard restarts while B is still down: the journal replays
+    // without reading the batches into memory.
+    let state = harness.state;
+    harness.proxy.shutdown(Duration::from_secs(5)).await;
+    // B's broker is down: its address, not the running ones.
+    let mut config = loopback_config(&a.bootstrap(), Some(&b.broker_addr(1)), state.path());
+    config.mirror.max_queued_bytes = LIMIT;
+    let proxy = switchyard::Proxy::start(config).await.expect("restarts");
+    let admin = proxy.admin_addr();
+    let mirroring = &status(admin).await["mirroring"];
+    assert!(
+        mirroring["lag_bytes"].as_u64().unwrap() > 4 * LIMIT,
+        "replayed: {mirroring}"
+    );
+    assert_eq!(
+        mirroring["queued_bytes_in_memory"].as_u64().unwrap(),
+        0,
+        "replayed batches wait on disk"
+    );
+
     // B back: what waited in the journal is read back and mirrored, each
     // record once, in A's order.
     b.restart_broker(1).unwrap();
@@ -304,7 +324,8 @@ async fn while_b_is_down_queued_batches_past_the_memory_limit_wait_in_the_journa
         "most held in memory {most_in_memory} B (limit {LIMIT}), most queued {most_queued} B, \
          {spilled} batches let go, {stored} records stored once in A and B"
     );
-    harness.stop().await;
+    proxy.shutdown(Duration::from_secs(5)).await;
+    drop(state);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,17 @@ impl Budget {
         })
     }
 
+    /// Batches only in the journal, at `at` (replayed after a restart):
+    /// nothing held.
+    pub(super) fn on_disk(self: &Arc<Self>, at: u64, bytes: u64) -> Arc<Payload> {
+        Arc::new(Payload {
+            batches: Mutex::new(None),
+            journaled_at: OnceLock::from(at),
+            bytes,
+            budget: self.clone(),
+        })
+    }
+
     /// `payload` is in the journal at `at`: it may be let go from memory.
     pub(super) fn journaled(&self, payload: &Arc<Payload>, at: u64) {
         if payload.journaled_at.set(at).is_err() {

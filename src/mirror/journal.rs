@@ -79,12 +79,9 @@ impl JournalEntry {
 
 /// Reads every whole entry of a journal file.
 pub fn replay(path: &Path) -> io::Result<Vec<JournalEntry>> {
-    replay_with_length(path).map(|(entries, _)| entries.into_iter().map(|(_, e)| e).collect())
-}
-
-/// Every whole entry with the position it starts at.
-pub fn replay_positions(path: &Path) -> io::Result<Vec<(u64, JournalEntry)>> {
-    replay_with_length(path).map(|(entries, _)| entries)
+    let mut entries = Vec::new();
+    scan(path, |_, entry| entries.push(entry))?;
+    Ok(entries)
 }
 
 /// The entry that starts at `at` (a position `append` returned), read
@@ -114,38 +111,38 @@ pub fn read_at(path: &Path, at: u64) -> io::Result<JournalEntry> {
     JournalEntry::decode(Bytes::from(payload)).ok_or_else(corrupt)
 }
 
-/// The whole entries (with where each starts) and the length of the file
-/// they fill.
-fn replay_with_length(path: &Path) -> io::Result<(Vec<(u64, JournalEntry)>, u64)> {
-    let mut data = Vec::new();
-    match File::open(path) {
-        Ok(mut file) => {
-            file.read_to_end(&mut data)?;
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+/// Hands every whole entry, with the position it starts at, to `visit`,
+/// one at a time (a journal may be far larger than memory); returns the
+/// length the whole entries fill. A torn or corrupt entry ends the scan.
+pub fn scan(path: &Path, mut visit: impl FnMut(u64, JournalEntry)) -> io::Result<u64> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
-    }
-    let mut data = Bytes::from(data);
-    let mut entries = Vec::new();
+    };
+    let length = file.metadata()?.len();
+    let mut reader = io::BufReader::new(file);
     let mut valid = 0u64;
-    while data.remaining() >= 8 {
-        let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        let crc = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
-        if data.remaining() < 8 + len {
+    let mut head = [0u8; 8];
+    while length - valid >= 8 {
+        reader.read_exact(&mut head)?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
+        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if length - valid - 8 < len {
             break;
         }
-        let payload = data.slice(8..8 + len);
+        let mut payload = vec![0u8; len as usize];
+        reader.read_exact(&mut payload)?;
         if crc32c::crc32c(&payload) != crc {
             break;
         }
-        let Some(entry) = JournalEntry::decode(payload) else {
+        let Some(entry) = JournalEntry::decode(Bytes::from(payload)) else {
             break;
         };
-        entries.push((valid, entry));
-        data.advance(8 + len);
-        valid += (8 + len) as u64;
+        visit(valid, entry);
+        valid += 8 + len;
     }
-    Ok((entries, valid))
+    Ok(valid)
 }
 
 enum Op {
@@ -167,7 +164,7 @@ impl Journal {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         // Cut a torn or corrupt tail, so entries appended from now on are
         // not hidden behind it at the next replay.
-        let (_, valid) = replay_with_length(path)?;
+        let valid = scan(path, |_, _| {})?;
         if file.metadata()?.len() > valid {
             tracing::warn!(path = %path.display(), valid, "cutting a torn tail off the mirror journal");
             file.set_len(valid)?;
@@ -323,11 +320,8 @@ mod tests {
         for (n, at) in positions.iter().enumerate() {
             assert_eq!(read_at(&path, *at).unwrap(), entry(n as i64));
         }
-        let replayed: Vec<u64> = replay_positions(&path)
-            .unwrap()
-            .into_iter()
-            .map(|(at, _)| at)
-            .collect();
+        let mut replayed = Vec::new();
+        scan(&path, |at, _| replayed.push(at)).unwrap();
         let mut sorted = positions.clone();
         sorted.sort();
         assert_eq!(replayed, sorted);

@@ -40,6 +40,16 @@ struct Submission {
     waiters: Vec<oneshot::Sender<Outcome>>,
 }
 
+/// Records and bytes of a submission's batches.
+fn measure(batches: &[Bytes]) -> (i64, u64) {
+    let records = batches
+        .iter()
+        .filter_map(|b| batch::read_header(b).ok())
+        .map(|h| h.offset_count())
+        .sum();
+    (records, batches.iter().map(|b| b.len() as u64).sum())
+}
+
 /// The batches of a queued submission, to be marked durable once the
 /// journal has them (sync mode, when the mirror did not confirm in time).
 pub struct QueuedBatches(Arc<budget::Payload>);
@@ -125,14 +135,19 @@ impl Mirror {
         )?);
         let journal_path = state.path().join(format!("mirror-journal-{direction}.log"));
         let journal_path = journal_path.as_path();
-        let unmirrored: Vec<(u64, JournalEntry)> = journal::replay_positions(journal_path)?
-            .into_iter()
-            .filter(|(_, e)| {
-                !translation
-                    .partition(&e.topic, e.partition)
-                    .is_some_and(|p| p.contains_a(e.a_base))
-            })
-            .collect();
+        // Only where each unmirrored entry lies is kept: the batches are
+        // read back when their turn comes, so a journal larger than memory
+        // replays.
+        let mut unmirrored = Vec::new();
+        journal::scan(journal_path, |at, e| {
+            let mirrored = translation
+                .partition(&e.topic, e.partition)
+                .is_some_and(|p| p.contains_a(e.a_base));
+            if !mirrored {
+                let (records, bytes) = measure(&e.batches);
+                unmirrored.push((at, e.topic, e.partition, e.a_base, records, bytes));
+            }
+        })?;
         let journal = Journal::open(journal_path, unmirrored.len())?;
         let metrics = crate::metrics::MirrorMetrics::new(client.cluster());
         let client_cluster = client.cluster();
@@ -180,10 +195,9 @@ impl Mirror {
         if !unmirrored.is_empty() {
             tracing::info!(batches = unmirrored.len(), "replaying the mirror journal");
         }
-        for (at, entry) in unmirrored {
-            let (done, batches) =
-                mirror.submit(&entry.topic, entry.partition, entry.a_base, entry.batches);
-            mirror.budget.journaled(&batches.0, at);
+        for (at, topic, partition, a_base, records, bytes) in unmirrored {
+            let on_disk = mirror.budget.on_disk(at, bytes);
+            let done = mirror.enqueue(&topic, partition, a_base, on_disk, records, bytes);
             let journal = mirror.journal.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(())) = done.await {
@@ -343,23 +357,33 @@ impl Mirror {
         a_base: i64,
         batches: Vec<Bytes>,
     ) -> (oneshot::Receiver<Outcome>, QueuedBatches) {
+        let (records, bytes) = measure(&batches);
+        let held = self.budget.hold(batches);
+        let done = self.enqueue(topic, partition, a_base, held.clone(), records, bytes);
+        (done, QueuedBatches(held))
+    }
+
+    /// Queues a submission for its partition's worker (started on first
+    /// use) and counts it as lag.
+    fn enqueue(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        a_base: i64,
+        batches: Arc<budget::Payload>,
+        records: i64,
+        bytes: u64,
+    ) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
-        let bytes = batches.iter().map(|b| b.len() as u64).sum();
-        let records: i64 = batches
-            .iter()
-            .filter_map(|b| batch::read_header(b).ok())
-            .map(|h| h.offset_count())
-            .sum();
         self.update_status(topic, partition, |s| {
             s.lag_records += records;
             s.lag_bytes += bytes;
         });
         self.metrics.lag_records.increment(records as f64);
         self.metrics.lag_bytes.increment(bytes as f64);
-        let held = self.budget.hold(batches);
         let submission = Submission {
             a_base,
-            batches: held.clone(),
+            batches,
             records,
             bytes,
             waiters: vec![tx],
@@ -385,7 +409,7 @@ impl Mirror {
                 let _ = waiter.send(Err("mirror worker stopped".into()));
             }
         }
-        (rx, QueuedBatches(held))
+        rx
     }
 
     /// The map from client producers (of this mirror's source) to producer
