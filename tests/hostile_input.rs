@@ -261,6 +261,112 @@ async fn an_upstream_that_never_answers_times_out_and_one_that_closes_is_reporte
     harness.stop().await;
 }
 
+/// A broker that answers ApiVersions properly and Metadata with an array
+/// count of 2^31 - 1 and nothing behind it: decoded blindly, the count
+/// alone asks for about 170 GB and aborts the process.
+async fn broker_with_a_corrupt_metadata_answer(
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut len = [0u8; 4];
+                    if stream.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if stream.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let mut buf = bytes::Bytes::from(payload);
+                    let Ok(header) = decode_request_header_from_buffer(&mut buf) else {
+                        return;
+                    };
+                    let version = header.request_api_version;
+                    let mut answer = header.correlation_id.to_be_bytes().to_vec();
+                    if header.request_api_key == ApiKey::ApiVersions as i16 {
+                        let response = ApiVersionsResponse::default().with_api_keys(vec![
+                            ApiVersion::default()
+                                .with_api_key(ApiKey::ApiVersions as i16)
+                                .with_max_version(3),
+                            ApiVersion::default()
+                                .with_api_key(ApiKey::Metadata as i16)
+                                .with_max_version(12),
+                        ]);
+                        let mut body = bytes::BytesMut::new();
+                        response.encode(&mut body, version.min(3)).unwrap();
+                        answer.extend_from_slice(&body);
+                    } else if header.request_api_key == ApiKey::Metadata as i16 {
+                        if version >= 9 {
+                            answer.push(0); // response header tags
+                            answer.extend_from_slice(&0i32.to_be_bytes()); // throttle
+                            answer.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]);
+                        } else {
+                            if version >= 3 {
+                                answer.extend_from_slice(&0i32.to_be_bytes());
+                            }
+                            answer.extend_from_slice(&i32::MAX.to_be_bytes());
+                        }
+                    } else {
+                        return;
+                    }
+                    let mut frame = (answer.len() as u32).to_be_bytes().to_vec();
+                    frame.extend_from_slice(&answer);
+                    if stream.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    };
+    (addr, tokio::spawn(serve))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_answer_with_a_corrupt_count_closes_one_connection_and_nothing_else() {
+    let (broker, server) = broker_with_a_corrupt_metadata_answer().await;
+    let harness = start_proxy(&broker.to_string(), None).await;
+    let bootstrap = harness.bootstrap();
+    for version in [1, 9, 12] {
+        let mut victim = TcpStream::connect(&bootstrap).await.unwrap();
+        victim
+            .write_all(&request_frame(
+                ApiKey::Metadata,
+                version,
+                7,
+                &MetadataRequest::default(),
+            ))
+            .await
+            .unwrap();
+        assert!(
+            closed_by_peer(&mut victim, CLOSE_WITHIN).await,
+            "Metadata v{version}: the connection with the corrupt answer is closed"
+        );
+        // Everyone else is still served.
+        let mut bystander = TcpStream::connect(&bootstrap).await.unwrap();
+        let answer = exchange(
+            &mut bystander,
+            ApiKey::ApiVersions,
+            0,
+            8,
+            &ApiVersionsRequest::default(),
+        )
+        .await
+        .expect("a new connection is answered");
+        let response = ApiVersionsResponse::decode(&mut answer.clone(), 0).unwrap();
+        assert_eq!(response.error_code, 0);
+    }
+    let (status, _) = http_get(harness.proxy.admin_addr(), "/healthz").await;
+    assert_eq!(status, 200);
+    harness.stop().await;
+    server.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_answers_health_status_and_names_unknown_paths() {
     let a = start_cluster(3, &[("t", 3)]).unwrap();

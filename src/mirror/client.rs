@@ -386,8 +386,13 @@ impl ClusterClient {
             .call(self.cluster, api, version, body, self.timeout)
             .await?;
         let mut buf = payload;
-        let decoded = ResponseHeader::decode(&mut buf, Resp::header_version(version))
-            .and_then(|_| Resp::decode(&mut buf, version));
+        let decoded =
+            ResponseHeader::decode(&mut buf, Resp::header_version(version)).and_then(|_| {
+                // Walked first: a corrupt count never sizes an allocation.
+                crate::protocol::shapes::check_response(api, version, &buf)
+                    .map_err(anyhow::Error::msg)?;
+                Resp::decode(&mut buf, version)
+            });
         decoded.map_err(|e| self.broker_error(addr, format!("undecodable {api:?} answer: {e}")))
     }
 

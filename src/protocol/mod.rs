@@ -8,6 +8,7 @@ pub mod header;
 pub(crate) mod reader;
 pub mod requests;
 pub mod responses;
+pub mod shapes;
 #[cfg(test)]
 mod test_frames;
 pub mod versions;

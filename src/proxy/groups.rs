@@ -233,6 +233,7 @@ fn decode<M: Decodable>(
 ) -> anyhow::Result<(ResponseHeader, M)> {
     let mut buf = frame.payload_bytes();
     let response_header = ResponseHeader::decode(&mut buf, api.response_header_version(version))?;
+    crate::protocol::shapes::check_response(api, version, &buf).map_err(anyhow::Error::msg)?;
     let body = M::decode(&mut buf, version)?;
     Ok((response_header, body))
 }

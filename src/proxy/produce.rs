@@ -273,8 +273,11 @@ pub(super) async fn submit(
     let version = header.api_version;
     let header_version = ApiKey::Produce.response_header_version(version);
     let mut buf = frame.payload_bytes();
-    let decoded = ResponseHeader::decode(&mut buf, header_version)
-        .and_then(|h| Ok((h, ProduceResponse::decode(&mut buf, version)?)));
+    let decoded = ResponseHeader::decode(&mut buf, header_version).and_then(|h| {
+        crate::protocol::shapes::check_response(ApiKey::Produce, version, &buf)
+            .map_err(anyhow::Error::msg)?;
+        Ok((h, ProduceResponse::decode(&mut buf, version)?))
+    });
     let (response_header, response) = decoded.map_err(|e| SessionError::Rewrite {
         cluster,
         api: "Produce",

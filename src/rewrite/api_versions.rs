@@ -19,7 +19,7 @@ pub fn error_code(body: &[u8]) -> Result<i16, RewriteError> {
 }
 
 pub fn decode(body: Bytes, version: i16) -> Result<ApiVersionsResponse, RewriteError> {
-    decode_body(body, version)
+    decode_body(ApiKey::ApiVersions, body, version)
 }
 
 pub fn ranges_of(response: &ApiVersionsResponse) -> ApiRanges {

@@ -125,22 +125,24 @@ pub fn rewrite_response(
             encode(&header, header_version, &response, version).map(Some)
         }
         ResponseRewrite::Metadata => {
-            let response = decode_body::<MetadataResponse>(body, version)?;
+            let response = decode_body::<MetadataResponse>(ApiKey::Metadata, body, version)?;
             let response = brokers::metadata(response, ctx);
             encode(&header, header_version, &response, version).map(Some)
         }
         ResponseRewrite::FindCoordinator => {
-            let response = decode_body::<FindCoordinatorResponse>(body, version)?;
+            let response =
+                decode_body::<FindCoordinatorResponse>(ApiKey::FindCoordinator, body, version)?;
             let response = brokers::find_coordinator(response, version, ctx);
             encode(&header, header_version, &response, version).map(Some)
         }
         ResponseRewrite::DescribeCluster => {
-            let response = decode_body::<DescribeClusterResponse>(body, version)?;
+            let response =
+                decode_body::<DescribeClusterResponse>(ApiKey::DescribeCluster, body, version)?;
             let response = brokers::describe_cluster(response, ctx);
             encode(&header, header_version, &response, version).map(Some)
         }
         ResponseRewrite::ProduceLeaderHints => {
-            let response = decode_body::<ProduceResponse>(body, version)?;
+            let response = decode_body::<ProduceResponse>(ApiKey::Produce, body, version)?;
             match brokers::produce_leader_hints(response, ctx) {
                 Some(response) => encode(&header, header_version, &response, version).map(Some),
                 None => Ok(None),
@@ -149,7 +151,14 @@ pub fn rewrite_response(
     }
 }
 
-pub(crate) fn decode_body<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, RewriteError> {
+/// Decodes a response body once its shape shows every array holds what its
+/// count claims (see `protocol::shapes`).
+pub(crate) fn decode_body<M: Decodable>(
+    api: ApiKey,
+    mut body: Bytes,
+    version: i16,
+) -> Result<M, RewriteError> {
+    crate::protocol::shapes::check_response(api, version, &body).map_err(RewriteError)?;
     let message =
         M::decode(&mut body, version).map_err(|e| RewriteError::from_anyhow("response body", e))?;
     // Some brokers write an extra empty tag section; the re-encoded response

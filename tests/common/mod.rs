@@ -60,6 +60,13 @@ impl Servers for Cluster {
     }
 }
 
+/// A bare "host:port" (a stand-in broker of a test's own).
+impl Servers for String {
+    fn servers(&self) -> String {
+        self.clone()
+    }
+}
+
 impl Servers for kafka::KafkaCluster {
     fn servers(&self) -> String {
         self.bootstrap()
