@@ -9,11 +9,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::config::ClusterName;
 use crate::proxy::Shared;
+use crate::status::{
+    ClusterStatus, CutoverStatus, MirrorPartition, Mirroring, Status, VirtualBrokerStatus,
+};
 
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let shutdown = shared.shutdown_token();
@@ -81,14 +83,16 @@ async fn not_found(request: Request) -> Response {
     )
 }
 
-async fn readiness_value(shared: &Shared) -> serde_json::Value {
+async fn readiness_report(shared: &Shared) -> crate::cutover::readiness::Readiness {
     let bound = shared.config.upstream.request_timeout();
     match tokio::time::timeout(bound, crate::cutover::readiness::readiness(shared)).await {
-        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
-        Err(_) => serde_json::json!({
-            "ready": false,
-            "reasons": [format!("readiness could not be computed within {bound:?}")],
-        }),
+        Ok(report) => report,
+        Err(_) => crate::cutover::readiness::Readiness {
+            ready: false,
+            reasons: vec![format!("readiness could not be computed within {bound:?}")],
+            notes: Vec::new(),
+            groups: Vec::new(),
+        },
     }
 }
 
@@ -208,21 +212,8 @@ async fn set_mirror(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) 
     }
 }
 
-#[derive(Serialize)]
-struct MirrorPartition {
-    topic: String,
-    partition: i32,
-    #[serde(flatten)]
-    live: crate::mirror::PartitionStatus,
-    translation_segments: usize,
-    translated_from: Option<i64>,
-    translated_to: Option<i64>,
-}
-
-fn mirror_status(shared: &Shared) -> serde_json::Value {
-    let Some(mirror) = shared.mirror() else {
-        return serde_json::Value::Null;
-    };
+fn mirror_status(shared: &Shared) -> Option<Mirroring> {
+    let mirror = shared.mirror()?;
     let live = mirror.status();
     let segments = mirror.translation().snapshot();
     let mut keys: Vec<(String, i32)> = live.keys().cloned().collect();
@@ -243,53 +234,19 @@ fn mirror_status(shared: &Shared) -> serde_json::Value {
             }
         })
         .collect();
-    let lag_records: i64 = partitions.iter().map(|p| p.live.lag_records).sum();
-    let lag_bytes: u64 = partitions.iter().map(|p| p.live.lag_bytes).sum();
-    let divergent: i64 = partitions.iter().map(|p| p.live.divergent_records).sum();
-    serde_json::json!({
-        "mode": mirror.mode(),
-        "target": mirror.target(),
-        "lag_records": lag_records,
-        "lag_bytes": lag_bytes,
-        // Of the lag, what is held in memory (the rest waits in the journal).
-        "queued_bytes_in_memory": mirror.queued_bytes(),
-        "max_queued_bytes": shared.config.mirror.max_queued_bytes,
-        "divergent_records": divergent,
-        "partitions": partitions,
+    Some(Mirroring {
+        mode: mirror.mode(),
+        target: mirror.target(),
+        lag_records: partitions.iter().map(|p| p.live.lag_records).sum(),
+        lag_bytes: partitions.iter().map(|p| p.live.lag_bytes).sum(),
+        queued_bytes_in_memory: mirror.queued_bytes(),
+        max_queued_bytes: shared.config.mirror.max_queued_bytes,
+        divergent_records: partitions.iter().map(|p| p.live.divergent_records).sum(),
+        partitions,
     })
 }
 
-#[derive(Serialize)]
-struct StatusBody {
-    primary: ClusterName,
-    mirror: crate::config::MirrorMode,
-    cutover: serde_json::Value,
-    mirroring: serde_json::Value,
-    /// Whether a flip would be lossless now, per group and partition.
-    readiness: serde_json::Value,
-    virtual_cluster_id: String,
-    client_connections: usize,
-    clusters: Vec<ClusterStatus>,
-    virtual_brokers: Vec<VirtualBrokerStatus>,
-}
-
-#[derive(Serialize)]
-struct ClusterStatus {
-    name: ClusterName,
-    bootstrap: String,
-    api_versions_known: bool,
-}
-
-#[derive(Serialize)]
-struct VirtualBrokerStatus {
-    virtual_id: i32,
-    cluster: ClusterName,
-    node_id: i32,
-    real_address: Option<String>,
-    listen_port: Option<u16>,
-}
-
-async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
     let clusters = [ClusterName::A, ClusterName::B]
         .into_iter()
         .filter_map(|name| {
@@ -312,23 +269,29 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
             listen_port: port,
         })
         .collect();
-    let body = StatusBody {
+    // Read before the await below: a lock guard must not live across it.
+    let last_flip = shared
+        .last_flip
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let readiness = readiness_report(&shared).await;
+    Json(Status {
         primary: shared.primary(),
         mirror: shared.route().mirror,
-        cutover: serde_json::json!({
-            "home": shared.config.route.primary,
-            "fenced": shared.signals.is_fenced(),
-            "last_flip": *shared.last_flip.lock().unwrap_or_else(|p| p.into_inner()),
-            "carried_offsets": shared.carried.snapshot(),
-            "leader_epoch_eras": shared.epochs.eras_snapshot(),
-            "transactional_producers": shared.transactional.all(),
-        }),
+        cutover: CutoverStatus {
+            home: shared.config.route.primary,
+            fenced: shared.signals.is_fenced(),
+            last_flip,
+            carried_offsets: shared.carried.snapshot(),
+            leader_epoch_eras: shared.epochs.eras_snapshot(),
+            transactional_producers: shared.transactional.all(),
+        },
         mirroring: mirror_status(&shared),
-        readiness: readiness_value(&shared).await,
+        readiness,
         virtual_cluster_id: shared.brokers.cluster_id().to_string(),
         client_connections: shared.active_sessions(),
         clusters,
         virtual_brokers,
-    };
-    Json(serde_json::to_value(body).unwrap_or_default())
+    })
 }

@@ -6,6 +6,9 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::cutover::flip::FlipReport;
+use crate::status::Status;
+
 /// One HTTP/1.1 exchange with the admin listener; returns (status, body).
 pub async fn admin_request(
     addr: &str,
@@ -44,80 +47,82 @@ pub async fn admin_request(
         .with_context(|| format!("the admin API at {addr} did not answer within 60 s"))?
 }
 
+/// How a value reads in JSON, strings without their quotes (enums by their
+/// wire names, `null` for nothing).
+fn text<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_owned(),
+    }
+}
+
 /// A readable summary of `GET /status`.
-pub fn summarize_status(json: &serde_json::Value) -> String {
+pub fn summarize_status(status: &Status) -> String {
     let mut out = String::new();
-    let text = |v: &serde_json::Value| {
-        v.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string())
-    };
     out.push_str(&format!(
         "primary           {}\nmirror            {}\nvirtual cluster   {}\nclient connections {}\n",
-        text(&json["primary"]),
-        text(&json["mirror"]),
-        text(&json["virtual_cluster_id"]),
-        json["client_connections"]
+        text(&status.primary),
+        text(&status.mirror),
+        status.virtual_cluster_id,
+        status.client_connections
     ));
-    let cutover = &json["cutover"];
-    if cutover.is_object() {
-        out.push_str(&format!(
-            "started on        {}{}\n",
-            text(&cutover["home"]),
-            if cutover["fenced"] == true {
-                " (a flip is running: Produce and JoinGroup are held)"
-            } else {
-                ""
-            }
-        ));
-        let last = &cutover["last_flip"];
-        if last.is_object() {
-            out.push_str(&format!(
-                "last flip         {} {} -> {}: {} in {} ms\n",
-                text(&last["direction"]),
-                text(&last["from"]),
-                text(&last["to"]),
-                text(&last["outcome"]),
-                last["duration_ms"]
-            ));
+    let cutover = &status.cutover;
+    out.push_str(&format!(
+        "started on        {}{}\n",
+        text(&cutover.home),
+        if cutover.fenced {
+            " (a flip is running: Produce and JoinGroup are held)"
+        } else {
+            ""
         }
-    }
-    if let Some(brokers) = json["virtual_brokers"].as_array() {
-        out.push_str("virtual brokers\n");
-        for b in brokers {
-            out.push_str(&format!(
-                "  {:>3}  port {:<6} -> cluster {} node {} at {}\n",
-                b["virtual_id"],
-                b["listen_port"],
-                text(&b["cluster"]),
-                b["node_id"],
-                text(&b["real_address"])
-            ));
-        }
-    }
-    let mirroring = &json["mirroring"];
-    if !mirroring.is_null() {
+    ));
+    if let Some(last) = &cutover.last_flip {
         out.push_str(&format!(
-            "mirroring to {}: lag {} records / {} bytes, divergent records {}\n",
-            text(&mirroring["target"]),
-            mirroring["lag_records"],
-            mirroring["lag_bytes"],
-            mirroring["divergent_records"]
+            "last flip         {} {} -> {}: {} in {} ms\n",
+            text(&last.direction),
+            text(&last.from),
+            text(&last.to),
+            text(&last.outcome),
+            last.duration_ms
         ));
-        for p in mirroring["partitions"].as_array().into_iter().flatten() {
-            let error = p["last_error"]
-                .as_str()
+    }
+    out.push_str("virtual brokers\n");
+    for b in &status.virtual_brokers {
+        out.push_str(&format!(
+            "  {:>3}  port {:<6} -> cluster {} node {} at {}\n",
+            b.virtual_id,
+            text(&b.listen_port),
+            text(&b.cluster),
+            b.node_id,
+            text(&b.real_address)
+        ));
+    }
+    if let Some(mirroring) = &status.mirroring {
+        out.push_str(&format!(
+            "mirroring to {}: lag {} records / {} bytes ({} in memory), divergent records {}\n",
+            text(&mirroring.target),
+            mirroring.lag_records,
+            mirroring.lag_bytes,
+            mirroring.queued_bytes_in_memory,
+            mirroring.divergent_records
+        ));
+        for p in &mirroring.partitions {
+            let error = p
+                .live
+                .last_error
+                .as_ref()
                 .map(|e| format!("  last error: {e}"))
                 .unwrap_or_default();
             out.push_str(&format!(
                 "  {}-{}: lag {}, mirrored batches {}, translated {}..{}{}{}\n",
-                text(&p["topic"]),
-                p["partition"],
-                p["lag_records"],
-                p["mirrored_batches"],
-                p["translated_from"],
-                p["translated_to"],
-                if p["topic_missing"] == true {
+                p.topic,
+                p.partition,
+                p.live.lag_records,
+                p.live.mirrored_batches,
+                text(&p.translated_from),
+                text(&p.translated_to),
+                if p.live.topic_missing {
                     "  TOPIC MISSING"
                 } else {
                     ""
@@ -126,38 +131,26 @@ pub fn summarize_status(json: &serde_json::Value) -> String {
             ));
         }
     }
-    let readiness = &json["readiness"];
+    let readiness = &status.readiness;
     out.push_str(&format!(
         "flip would be lossless now: {}\n",
-        if readiness["ready"] == true {
-            "yes"
-        } else {
-            "no"
-        }
+        if readiness.ready { "yes" } else { "no" }
     ));
-    for reason in readiness["reasons"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  - {}\n", text(reason)));
+    for reason in &readiness.reasons {
+        out.push_str(&format!("  - {reason}\n"));
     }
-    for group in readiness["groups"].as_array().into_iter().flatten() {
+    for group in &readiness.groups {
         out.push_str(&format!(
             "  group {}: {}\n",
-            text(&group["group"]),
-            if group["ready"] == true {
-                "ready"
-            } else {
-                "not ready"
-            }
+            group.group,
+            if group.ready { "ready" } else { "not ready" }
         ));
-        for reason in group["reasons"].as_array().into_iter().flatten() {
-            out.push_str(&format!("    - {}\n", text(reason)));
+        for reason in &group.reasons {
+            out.push_str(&format!("    - {reason}\n"));
         }
-        for p in group["partitions"].as_array().into_iter().flatten() {
-            if let Some(reason) = p["reason"].as_str() {
-                out.push_str(&format!(
-                    "    - {}-{}: {reason}\n",
-                    text(&p["topic"]),
-                    p["partition"]
-                ));
+        for p in &group.partitions {
+            if let Some(reason) = &p.reason {
+                out.push_str(&format!("    - {}-{}: {reason}\n", p.topic, p.partition));
             }
         }
     }
@@ -170,49 +163,40 @@ pub async fn status(addr: &str, token: Option<&str>) -> anyhow::Result<()> {
     if status != 200 {
         bail!("GET /status answered {status}: {body}");
     }
-    let json: serde_json::Value =
-        serde_json::from_str(&body).context("GET /status did not answer JSON")?;
-    print!("{}", summarize_status(&json));
+    let status: Status = serde_json::from_str(&body)
+        .context("GET /status did not answer the status of this switchyard version")?;
+    print!("{}", summarize_status(&status));
     Ok(())
 }
 
 /// A readable summary of a flip or rollback report.
-pub fn summarize_flip(json: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| {
-        v.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string())
-    };
+pub fn summarize_flip(report: &FlipReport) -> String {
     let mut out = format!(
         "{} {} -> {}: {} in {} ms (clients held {} ms)\n",
-        text(&json["direction"]),
-        text(&json["from"]),
-        text(&json["to"]),
-        text(&json["outcome"]),
-        json["duration_ms"],
-        json["fenced_ms"],
+        text(&report.direction),
+        text(&report.from),
+        text(&report.to),
+        text(&report.outcome),
+        report.duration_ms,
+        report.fenced_ms,
     );
-    for step in json["steps"].as_array().into_iter().flatten() {
+    for step in &report.steps {
         out.push_str(&format!(
             "  {:<8} {:>6} ms  {}\n",
-            text(&step["step"]),
-            step["ms"],
-            text(&step["detail"])
+            step.step, step.ms, step.detail
         ));
     }
-    for group in json["groups"].as_array().into_iter().flatten() {
+    for group in &report.groups {
         out.push_str(&format!(
             "  group {}: {} offsets committed, {} carried by switchyard\n",
-            text(&group["group"]),
-            group["committed"],
-            group["carried"]
+            group.group, group.committed, group.carried
         ));
-        for p in group["untranslatable"].as_array().into_iter().flatten() {
-            out.push_str(&format!("    - not moved: {}\n", text(p)));
+        for p in &group.untranslatable {
+            out.push_str(&format!("    - not moved: {p}\n"));
         }
     }
-    for reason in json["reasons"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  - {}\n", text(reason)));
+    for reason in &report.reasons {
+        out.push_str(&format!("  - {reason}\n"));
     }
     out
 }
@@ -222,14 +206,15 @@ pub fn summarize_flip(json: &serde_json::Value) -> String {
 pub async fn flip(addr: &str, token: Option<&str>, path: &str, force: bool) -> anyhow::Result<()> {
     let body = if force { r#"{"force": true}"# } else { "" };
     let (status, body) = admin_request(addr, "POST", path, token, body).await?;
-    let json: serde_json::Value = serde_json::from_str(&body)
-        .with_context(|| format!("POST {path} answered {status} without JSON: {body}"))?;
-    if json.get("outcome").is_none() {
-        bail!("POST {path} answered {status}: {}", json["error"]);
-    }
-    print!("{}", summarize_flip(&json));
+    let Ok(report) = serde_json::from_str::<FlipReport>(&body) else {
+        let reason = serde_json::from_str::<serde_json::Value>(&body)
+            .map(|json| json["error"].to_string())
+            .unwrap_or(body);
+        bail!("POST {path} answered {status}: {reason}");
+    };
+    print!("{}", summarize_flip(&report));
     if status != 200 {
-        bail!("clients did not move ({})", json["outcome"]);
+        bail!("clients did not move ({})", text(&report.outcome));
     }
     Ok(())
 }

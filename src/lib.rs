@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod rewrite;
 pub mod state;
+pub mod status;
 pub mod translate;
 
 #[cfg(feature = "demo")]

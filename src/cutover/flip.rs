@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ClusterName, MirrorMode};
 use crate::proxy::{Route, Shared};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// From the configured primary to the other cluster.
@@ -20,7 +20,7 @@ pub enum Direction {
     Rollback,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Flipped,
@@ -30,14 +30,14 @@ pub enum Outcome {
     Aborted,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepReport {
-    pub step: &'static str,
+    pub step: String,
     pub ms: u64,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupSettled {
     pub group: String,
     /// Partitions with a committed offset on the old primary.
@@ -54,7 +54,7 @@ pub struct GroupSettled {
     pub offsets: BTreeMap<String, i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FlipReport {
     pub direction: Direction,
     pub from: ClusterName,
@@ -81,7 +81,11 @@ impl Run<'_> {
     fn step(&mut self, step: &'static str, detail: String) {
         let ms = self.step_started.elapsed().as_millis() as u64;
         tracing::info!(step, ms, %detail, from = %self.report.from, to = %self.report.to, "flip step done");
-        self.report.steps.push(StepReport { step, ms, detail });
+        self.report.steps.push(StepReport {
+            step: step.to_owned(),
+            ms,
+            detail,
+        });
         self.step_started = Instant::now();
     }
 

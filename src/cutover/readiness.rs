@@ -5,12 +5,12 @@
 //! count, cleanup policy, timestamp type, a largest batch at least as
 //! large), and no partition's mirroring may have stopped.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::MirrorMode;
 use crate::proxy::Shared;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Readiness {
     pub ready: bool,
     /// Reasons that concern every group.
@@ -20,7 +20,7 @@ pub struct Readiness {
     pub groups: Vec<GroupReadiness>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct GroupReadiness {
     pub group: String,
     pub ready: bool,
@@ -28,7 +28,7 @@ pub struct GroupReadiness {
     pub partitions: Vec<PartitionReadiness>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PartitionReadiness {
     pub topic: String,
     pub partition: i32,

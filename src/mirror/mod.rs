@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +55,7 @@ fn measure(batches: &[Bytes]) -> (i64, u64) {
 pub struct QueuedBatches(Arc<budget::Payload>);
 
 /// Live numbers of one partition's mirror, for status and metrics.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PartitionStatus {
     pub lag_records: i64,
     pub lag_bytes: u64,
