@@ -84,6 +84,9 @@ pub enum SessionError {
     },
     #[error("client connection: {0}")]
     ClientIo(io::Error),
+    /// switchyard's own fault: an answer it built and could not encode.
+    #[error("switchyard could not encode an answer it built ({0})")]
+    Proxy(String),
 }
 
 impl SessionError {
@@ -96,6 +99,7 @@ impl SessionError {
             | SessionError::Upstream { cluster, .. }
             | SessionError::UpstreamTimeout { cluster, .. }
             | SessionError::Rewrite { cluster, .. } => Side::Cluster(*cluster),
+            SessionError::Proxy(_) => Side::Proxy,
         }
     }
 
@@ -109,6 +113,7 @@ impl SessionError {
             SessionError::UpstreamTimeout { .. } => "timeout",
             SessionError::Rewrite { .. } => "undecodable_response",
             SessionError::ClientIo(_) => "client_io",
+            SessionError::Proxy(_) => "proxy",
         }
     }
 }

@@ -223,7 +223,7 @@ pub(super) fn answer_error(
             )))
         }
     };
-    encoded.map_err(|e| SessionError::BadRequest(format!("cannot build a group answer: {e}")))
+    encoded.map_err(|e| SessionError::Proxy(format!("group answer: {e}")))
 }
 
 fn decode<M: Decodable>(

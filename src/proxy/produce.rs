@@ -224,7 +224,7 @@ fn refuse_all(
         &response,
         header.api_version,
     )
-    .map_err(|e| SessionError::BadRequest(format!("cannot build a Produce refusal: {e}")))
+    .map_err(|e| SessionError::Proxy(format!("Produce refusal: {e}")))
 }
 
 /// A Produce answer whose batches were handed to the mirror. In sync mode

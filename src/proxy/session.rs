@@ -93,6 +93,8 @@ pub(super) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr
             if matches!(e, SessionError::ClientIo(_)) {
                 // The client went away: ordinary, not a fault.
                 tracing::debug!(%peer, "client connection ended: {e}");
+            } else if matches!(e, SessionError::Proxy(_)) {
+                tracing::error!(%peer, side = e.side().label(), "closing client connection: {e}");
             } else {
                 tracing::warn!(%peer, side = e.side().label(), "closing client connection: {e}");
             }
@@ -616,7 +618,7 @@ fn local_response<M: Encodable>(correlation_id: i32, body: &M) -> Result<Bytes, 
         out[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
         Ok(out.freeze())
     };
-    encode().map_err(|e| SessionError::BadRequest(format!("cannot build a response: {e:#}")))
+    encode().map_err(|e| SessionError::Proxy(format!("response: {e:#}")))
 }
 
 /// An answer on its way back to the client, in request order.
@@ -961,7 +963,7 @@ fn fence_timeout_answer(
                 header.api_version,
             )
             .map(Some)
-            .map_err(|e| SessionError::BadRequest(format!("cannot build a JoinGroup answer: {e}")))
+            .map_err(|e| SessionError::Proxy(format!("JoinGroup answer: {e}")))
         }
     }
 }
