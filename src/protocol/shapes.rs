@@ -371,20 +371,15 @@ fn walk(c: &mut Cursor<'_>, shape: &Shape, version: i16, flexible: bool) -> Opti
     for _ in 0..count {
         let tag = c.unsigned_varint()?;
         let size = c.unsigned_varint()? as usize;
-        let end = c.pos.checked_add(size)?;
         let known = shape
             .tagged
             .iter()
             .find(|Tagged(t, from, _)| *t == tag && version >= *from);
         match known {
-            // The crate reads a known tagged field by its contents: they
-            // must end where its size says.
-            Some(Tagged(_, _, kind)) => {
-                walk_kind(c, *kind, version, flexible)?;
-                if c.pos != end {
-                    return None;
-                }
-            }
+            // The crate reads a known tagged field by its contents, not by
+            // its size: walked the same way, so that what is checked is
+            // what the crate will read.
+            Some(Tagged(_, _, kind)) => walk_kind(c, *kind, version, flexible)?,
             None => {
                 c.take(size)?;
             }

@@ -69,9 +69,12 @@ impl RewriteContext for Ctx {
 
 /// Whether `payload` is a well-formed `M` response of `version`, as the
 /// protocol crate reads it: a response the proxy must be able to rewrite.
+/// Its shape is walked first, as the proxy does, so that a corrupt count
+/// never reaches the crate here either.
 fn decodes<M: Decodable>(api: ApiKey, version: i16, payload: &[u8]) -> bool {
     let mut buf = Bytes::copy_from_slice(payload);
     ResponseHeader::decode(&mut buf, api.response_header_version(version)).is_ok()
+        && switchyard::protocol::shapes::check_response(api, version, &buf).is_ok()
         && M::decode(&mut buf, version).is_ok()
 }
 
