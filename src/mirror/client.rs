@@ -468,6 +468,37 @@ impl ClusterClient {
         Ok(brokers)
     }
 
+    /// The current leader epoch of every partition of `topics`.
+    pub async fn leader_epochs(
+        &self,
+        topics: &[String],
+    ) -> Result<HashMap<(String, i32), i32>, ClientError> {
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
+                    .collect(),
+            ));
+        // v7 is the first to carry leader epochs.
+        let response: MetadataResponse = self.call_any(ApiKey::Metadata, 7, &request).await?;
+        Ok(response
+            .topics
+            .iter()
+            .filter_map(|t| Some((t.name.as_ref()?.0.to_string(), &t.partitions)))
+            .flat_map(|(name, partitions)| {
+                partitions
+                    .iter()
+                    .map(move |p| ((name.clone(), p.partition_index), p.leader_epoch))
+            })
+            .collect())
+    }
+
     /// The highest partition leader epoch of any topic in the cluster.
     pub async fn max_leader_epoch(&self) -> Result<i32, ClientError> {
         let request = MetadataRequest::default()
@@ -1022,11 +1053,36 @@ impl ClusterClient {
             return Ok(Vec::new());
         }
         let addr = self.coordinator(group).await?;
+        // With the partitions' current leader epochs (v6+), so a consumer
+        // that takes its position from these commits carries this
+        // cluster's epoch with it: at the next move switchyard can tell the
+        // position is stale even on a partition the consumer has read
+        // nothing from (its position carries no record's epoch).
+        let version = match self
+            .api_versions()
+            .await?
+            .get(&(ApiKey::OffsetCommit as i16))
+        {
+            Some(&(min, max)) if min <= 6 && max >= 6 => 6,
+            _ => OFFSET_COMMIT_VERSION,
+        };
+        let epochs = if version >= 6 {
+            let mut topics: Vec<String> = offsets.keys().map(|(t, _)| t.clone()).collect();
+            topics.dedup();
+            self.leader_epochs(&topics).await.unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
         let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
         for ((topic, partition), offset) in offsets {
+            let epoch = epochs
+                .get(&(topic.clone(), *partition))
+                .copied()
+                .unwrap_or(-1);
             let entry = OffsetCommitRequestPartition::default()
                 .with_partition_index(*partition)
                 .with_committed_offset(*offset)
+                .with_committed_leader_epoch(if version >= 6 { epoch } else { -1 })
                 .with_committed_metadata(Some(StrBytes::from_static_str("switchyard flip")));
             match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
                 Some(t) => t.partitions.push(entry),
@@ -1044,7 +1100,7 @@ impl ClusterClient {
             .with_retention_time_ms(-1)
             .with_topics(topics);
         let response: OffsetCommitResponse = self
-            .call_at(&addr, ApiKey::OffsetCommit, OFFSET_COMMIT_VERSION, &request)
+            .call_at(&addr, ApiKey::OffsetCommit, version, &request)
             .await?;
         Ok(response
             .topics
