@@ -374,8 +374,13 @@ async fn move_clients(
 ) -> (Instant, Instant, Value) {
     let started = Instant::now();
     note(&format!("{name}: POST {path} after {acked} acks"));
-    let answer = post(admin, path, "").await;
+    let (_, answer, refused) = common::real::move_when_mirrored(admin, path).await;
     let answered = Instant::now();
+    if refused > 0 {
+        note(&format!(
+            "{name}: {path} refused {refused} time(s) while records were in flight"
+        ));
+    }
     note(&format!(
         "{name}: {path} answered {} in {} ms",
         answer["outcome"], answer["duration_ms"]

@@ -141,7 +141,7 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
     })
     .await;
     let epochs_before = presented_epochs(&bootstrap, topic);
-    let flipped = post(admin, "/flip", "").await;
+    let (_, flipped, _) = common::real::move_when_mirrored(admin, "/flip").await;
     assert_eq!(flipped["outcome"], "flipped", "{flipped:#}");
     // Clients see B's epochs above every epoch A showed them.
     let epochs_on_b = presented_epochs(&bootstrap, topic);
@@ -163,7 +163,7 @@ async fn flip_and_rollback_under_load_with_history_and_moved_leaders() {
         },
     )
     .await;
-    let rolled = post(admin, "/rollback", "").await;
+    let (_, rolled, _) = common::real::move_when_mirrored(admin, "/rollback").await;
     assert_eq!(rolled["outcome"], "flipped", "{rolled:#}");
     for (p, epoch) in presented_epochs(&bootstrap, topic) {
         assert!(
@@ -351,7 +351,7 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
     wait_produced(1000, "traffic before the timestamp").await;
     let before_flip = chrono_millis();
     wait_produced(1500, "traffic before the flip").await;
-    let flipped = post(admin, "/flip", "").await;
+    let (_, flipped, _) = common::real::move_when_mirrored(admin, "/flip").await;
     assert_eq!(flipped["outcome"], "flipped", "{flipped:#}");
 
     // A reader that starts on B from a time before the flip.
@@ -360,7 +360,7 @@ async fn cooperative_and_static_members_and_a_timestamp_reader_across_flip_and_r
         tokio::task::spawn_blocking(move || read_from_timestamp(&bootstrap, topic, before_flip))
     };
     wait_produced(3000, "traffic between flip and rollback").await;
-    let rolled = post(admin, "/rollback", "").await;
+    let (_, rolled, _) = common::real::move_when_mirrored(admin, "/rollback").await;
     assert_eq!(rolled["outcome"], "flipped", "{rolled:#}");
 
     let mut live = Vec::new();

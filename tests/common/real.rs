@@ -90,6 +90,34 @@ pub async fn assert_mirrored_once(
     assert_eq!(mirrored.distinct, live.len(), "{topic}: live records in B");
 }
 
+/// POSTs /flip or /rollback as an operator would under load: a refusal
+/// whose every reason is records still on their way to the other cluster
+/// (a consumer committed a record the mirror is still writing) is asked
+/// again, for up to 30 s; any other refusal is returned at once. The
+/// answer and how many refusals came first.
+pub async fn move_when_mirrored(admin: SocketAddr, path: &str) -> (u16, Value, usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = 0;
+    loop {
+        let (status, json) = post(admin, path, "").await;
+        let in_flight = json["outcome"] == "refused"
+            && json["reasons"].as_array().is_some_and(|reasons| {
+                !reasons.is_empty()
+                    && reasons.iter().all(|r| {
+                        let r = r.as_str().unwrap_or_default();
+                        r.contains("is beyond the last mirrored record")
+                            || r.contains("records not yet in cluster")
+                    })
+            });
+        if !in_flight || Instant::now() >= deadline {
+            return (status, json, refused);
+        }
+        refused += 1;
+        eprintln!("{path} refused while records are in flight; asking again: {json}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// POSTs to the admin API and returns the JSON answer, which must be a 200.
 pub async fn post_ok(admin: SocketAddr, path: &str, body: &str) -> Value {
     let (status, json) = post(admin, path, body).await;
