@@ -119,6 +119,24 @@ type Waiter = oneshot::Sender<Result<Bytes, ClientError>>;
 /// API key → (min, max) version, as a cluster's ApiVersions answers.
 pub type ApiVersionRanges = HashMap<i16, (i16, i16)>;
 
+/// A Metadata request for `topics` that never creates one: an
+/// auto-created topic would get the cluster's default partition count, not
+/// the primary's.
+fn metadata_request(topics: &[String]) -> MetadataRequest {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(
+            topics
+                .iter()
+                .map(|t| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                })
+                .collect(),
+        ))
+}
+
 /// One pipelined connection: requests written in order, answers matched in
 /// order (Kafka answers each connection's requests in the order sent).
 struct BrokerConnection {
@@ -401,19 +419,7 @@ impl ClusterClient {
         &self,
         topics: &[String],
     ) -> Result<HashMap<String, TopicState>, ClientError> {
-        // Never let a metadata lookup auto-create a topic: it would get the
-        // cluster's default partition count, not the primary's.
-        let request = MetadataRequest::default()
-            .with_allow_auto_topic_creation(false)
-            .with_topics(Some(
-                topics
-                    .iter()
-                    .map(|t| {
-                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
-                    })
-                    .collect(),
-            ));
+        let request = metadata_request(topics);
         let response: MetadataResponse = self
             .call_any(ApiKey::Metadata, METADATA_VERSION, &request)
             .await?;
@@ -473,18 +479,7 @@ impl ClusterClient {
         &self,
         topics: &[String],
     ) -> Result<HashMap<(String, i32), i32>, ClientError> {
-        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-        let request = MetadataRequest::default()
-            .with_allow_auto_topic_creation(false)
-            .with_topics(Some(
-                topics
-                    .iter()
-                    .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
-                    })
-                    .collect(),
-            ));
+        let request = metadata_request(topics);
         // v7 is the first to carry leader epochs.
         let response: MetadataResponse = self.call_any(ApiKey::Metadata, 7, &request).await?;
         Ok(response

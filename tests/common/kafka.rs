@@ -174,6 +174,11 @@ pub const KAFKA_SCRIPT_JVM_OPTIONS: &[&str] = &[
     "-Djava.awt.headless=true",
 ];
 
+/// How long a starting cluster may take until every broker serves
+/// Metadata listing all of them. Polled, so only a slow start waits: on a
+/// loaded 2-core machine a 3-node KRaft quorum once took over 120 s.
+const SERVING_LIMIT: Duration = Duration::from_secs(240);
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -414,7 +419,7 @@ impl KafkaCluster {
         for i in 0..cluster.brokers.len() {
             cluster.spawn(i, &launcher)?;
         }
-        cluster.wait_until_serving(Duration::from_secs(120))?;
+        cluster.wait_until_serving(SERVING_LIMIT)?;
         Ok(cluster)
     }
 
@@ -556,7 +561,7 @@ impl KafkaCluster {
         if self.brokers[index].child.is_none() {
             self.spawn(index, &launcher)?;
         }
-        self.wait_until_serving(Duration::from_secs(120))
+        self.wait_until_serving(SERVING_LIMIT)
     }
 
     /// Kills every broker, then starts them all again on the same ports
@@ -569,7 +574,7 @@ impl KafkaCluster {
         for i in 0..self.brokers.len() {
             self.spawn(i, &launcher)?;
         }
-        self.wait_until_serving(Duration::from_secs(120))
+        self.wait_until_serving(SERVING_LIMIT)
     }
 
     /// Metadata of `topics` (every topic when `None`).
